@@ -1,0 +1,33 @@
+# The two commands a new user needs: `make demo` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUN_ID ?= demo-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: setup demo test test-quick studio clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Run the loop on the built-in demo task (offline, CPU, embedded SmolLM2-135M).
+demo: setup
+	$(VENV)/bin/sia run --task lawbench-mini --generations 4 --policy alternate --run-id $(RUN_ID)
+
+## The whole suite (unit + slow end-to-end tests).
+test: setup
+	$(PY) -m pytest -q
+
+## The fast offline subset, for use while working.
+test-quick: setup
+	$(PY) -m pytest -q -m "not slow"
+
+## Serve the graph for LangGraph Studio (API on http://127.0.0.1:2024).
+studio: setup
+	LANGSMITH_TRACING=false $(VENV)/bin/langgraph dev --no-browser
+
+clean:
+	rm -rf runs

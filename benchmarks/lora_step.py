@@ -1,0 +1,119 @@
+"""Seconds per LoRA SFT step, Unsloth vs TRL+PEFT, measured side by side in one run.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/lora_step.py [--rounds 2] [--gradient-checkpointing]
+
+Each backend trains in its own `finetune.train_lora` process (so neither one's imports or
+patches reach the other) on the same 8 examples of about 100 tokens: one batch of 8 per step,
+LoRA r=16 on every linear layer, 1 warm-up step then 5 timed ones. Step times come from the
+trainer callback (forward + backward + optimizer), so model loading and the final checkpoint
+are not counted. With --rounds > 1 the backends alternate, which evens out load from other
+processes on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from finetune.config import FinetuneConfig  # noqa: E402
+from finetune.trainer import SubprocessTrainer  # noqa: E402
+
+BACKENDS = ("unsloth", "trl")
+TOPICS = ["rivers", "glaciers", "volcanoes", "deserts", "forests", "coral reefs", "tundra", "wetlands"]
+
+
+def write_batch(path: Path) -> Path:
+    """8 prompt/completion rows of roughly 100 tokens each with SmolLM2's chat template."""
+    with path.open("w") as handle:
+        for topic in TOPICS:
+            question = (
+                f"Write two short sentences about {topic} for a school report. Mention where {topic} are "
+                f"found, why {topic} matter to the animals and people living near them, and one threat."
+            )
+            answer = (
+                f"{topic.capitalize()} are found on every continent and shape the land around them. "
+                f"They give food and shelter to many species, but climate change puts {topic} at risk."
+            )
+            handle.write(json.dumps({"messages": [{"role": "user", "content": question}], "completion": answer}) + "\n")
+    return path
+
+
+def run_backend(backend: str, dataset: Path, base: Path, work: Path, args) -> dict:
+    config = FinetuneConfig(
+        backend=backend, allow_fallback=False, lora_r=16, lora_alpha=32, max_steps=1 + args.steps,
+        batch_size=8, grad_accum=1, save_steps=10_000, min_examples=8,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
+    out = work / f"{backend}-{len(list(work.iterdir()))}"
+    summary = SubprocessTrainer(timeout_s=args.timeout).train(dataset, base, out, config)
+    if summary["backend"] != backend:
+        raise SystemExit(f"{backend} run fell back to {summary['backend']}: {summary['fallback_reason']}")
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after the warm-up step")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating runs per backend")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward")
+    parser.add_argument("--base", type=Path, help="model directory (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per training run")
+    parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    args = parser.parse_args()
+    if args.base is None:
+        from gateway.model_store import safetensors_dir
+
+        args.base = safetensors_dir()
+
+    console = Console(stderr=False)
+    timed: dict[str, list[float]] = {name: [] for name in BACKENDS}
+    walls: dict[str, list[float]] = {name: [] for name in BACKENDS}
+    tokens = None
+    with tempfile.TemporaryDirectory(prefix="lora-step-") as tmp:
+        work = Path(tmp)
+        dataset = write_batch(work / "batch.jsonl")
+        (work / "runs").mkdir()
+        for round_no in range(args.rounds):
+            order = BACKENDS if round_no % 2 == 0 else BACKENDS[::-1]
+            for backend in order:
+                with console.status(f"round {round_no + 1}/{args.rounds}: training with {backend} ..."):
+                    summary = run_backend(backend, dataset, args.base, work / "runs", args)
+                timed[backend].extend(summary["step_times_s"][1:])  # first step is the warm-up
+                walls[backend].append(summary["wall_s"])
+                tokens = summary["tokens"]
+
+    table = Table(title=f"LoRA SFT step: batch 8 x ~{tokens // 8} tokens, r=16, all linear, "
+                        f"{args.steps} steps x {args.rounds} round(s)"
+                        + (", grad. checkpointing" if args.gradient_checkpointing else ""))
+    for column in ("backend", "mean s/step", "median", "min", "max", "wall s/run"):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    means = {}
+    for backend in BACKENDS:
+        values = timed[backend]
+        means[backend] = statistics.fmean(values)
+        table.add_row(
+            "unsloth" if backend == "unsloth" else "trl+peft",
+            f"{means[backend]:.3f}", f"{statistics.median(values):.3f}", f"{min(values):.3f}",
+            f"{max(values):.3f}", " / ".join(f"{w:.1f}" for w in walls[backend]),
+        )
+    console.print(table)
+    ratio = means["trl"] / means["unsloth"]
+    console.print(f"TRL+PEFT / Unsloth step time: [bold]{ratio:.2f}x[/bold] "
+                  f"({'Unsloth faster' if ratio > 1 else 'TRL+PEFT faster' if ratio < 1 else 'equal'})")
+    if args.json:
+        print(json.dumps({"mean_step_s": means, "ratio_trl_over_unsloth": ratio, "step_times_s": timed,
+                          "tokens_per_step": tokens, "gradient_checkpointing": args.gradient_checkpointing}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

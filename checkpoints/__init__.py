@@ -1,0 +1,1 @@
+"""Persistence: run folder layout, the SQLite checkpointer and the run database."""

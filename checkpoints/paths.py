@@ -1,0 +1,57 @@
+"""Every path of a run, built in one place: runs/RUN/{config.json, checkpoints.sqlite, run.db,
+gen_N/, adapters/gen_N/}. The run folder is private (0700): sandboxed agents cannot read it."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    runs_dir: Path
+    run_id: str
+
+    @property
+    def root(self) -> Path:
+        return Path(self.runs_dir) / self.run_id
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def inputs(self) -> Path:
+        return self.root / "inputs.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints.sqlite"
+
+    @property
+    def run_db(self) -> Path:
+        return self.root / "run.db"
+
+    def gen(self, n: int) -> Path:
+        return self.root / f"gen_{n}"
+
+    def adapter(self, n: int) -> Path:
+        return self.root / "adapters" / f"gen_{n}"
+
+    def create(self) -> "RunPaths":
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        return self
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str))

@@ -1,0 +1,1 @@
+"""The `sia` command."""

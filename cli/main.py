@@ -1,0 +1,348 @@
+"""`sia`: run, resume, list and inspect SIA loop runs, or serve the embedded model.
+
+    sia run --task lawbench-mini --generations 4 --policy alternate
+    sia resume RUN        sia runs        sia show RUN        sia serve --port 8000
+
+Heavy imports (torch, the graph) happen inside the commands that need them, so `--help`,
+`runs` and `show` answer at once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import get_args
+
+from rich.markup import escape
+
+from cli.render import LiveView, ServeLog, console, err_console, generations_table, report, runs_table
+from checkpoints.paths import RunPaths, write_json_atomic
+from graph.state import Policy
+
+PID_FILE = "sia.pid"  # present while a `sia run`/`sia resume` process drives the run
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one message, no traceback."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its help and errors printed through rich."""
+
+    def _print_message(self, message, file=None):
+        if message:
+            (err_console if file is sys.stderr else console).print(message, end="", markup=False,
+                                                                   highlight=False, soft_wrap=True)
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        err_console.print(f"[red]error:[/] {escape(message)}")
+        self.exit(2)
+
+
+def default_runs_dir() -> Path:
+    from graph.config import RunConfig
+
+    try:
+        return RunConfig.from_env().runs_dir
+    except Exception:
+        return Path(os.environ.get("SIA_RUNS_DIR", "runs"))
+
+
+def run_paths(args) -> RunPaths:
+    return RunPaths(Path(args.runs_dir or default_runs_dir()), args.run)
+
+
+def existing_run(args) -> RunPaths:
+    paths = run_paths(args)
+    if not paths.root.is_dir():
+        known = ", ".join(sorted(p.name for p in paths.root.parent.glob("*") if p.is_dir())[:10]) or "none"
+        raise CLIError(f"no run '{args.run}' in {paths.runs_dir} (runs there: {known}); "
+                       f"pass --runs-dir if it lives elsewhere.")
+    return paths
+
+
+# ---- reading a run folder without the graph or the model ----
+
+def db_generations(paths: RunPaths) -> list[dict]:
+    if not paths.run_db.exists():
+        return []
+    conn = sqlite3.connect(str(paths.run_db), timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("select * from generations where run_id = ? order by generation",
+                                              [paths.run_id])]
+    except sqlite3.OperationalError:  # no generations table yet
+        return []
+    finally:
+        conn.close()
+
+
+def checkpoint_values(paths: RunPaths) -> dict:
+    """The latest top-level checkpoint's channel values ({} when there is none)."""
+    if not paths.checkpoints.exists():
+        return {}
+    from checkpoints.saver import open_saver
+
+    saver = open_saver(paths.checkpoints)
+    try:
+        tup = saver.get_tuple({"configurable": {"thread_id": paths.run_id, "checkpoint_ns": ""}})
+        return dict(tup.checkpoint.get("channel_values") or {}) if tup else {}
+    except Exception:
+        return {}
+    finally:
+        saver.conn.close()
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_status(paths: RunPaths) -> str:
+    try:
+        pid = int((paths.root / PID_FILE).read_text())
+        if pid != os.getpid():
+            os.kill(pid, 0)
+            return "running"
+    except (OSError, ValueError):
+        pass
+    return "finished" if (paths.root / "summary.json").exists() else "interrupted"
+
+
+def run_row(paths: RunPaths) -> dict:
+    inputs = read_json(paths.inputs) or read_json(paths.root / "summary.json")
+    if not inputs.get("task"):
+        inputs = {**checkpoint_values(paths), **inputs}
+    gens = db_generations(paths)
+    tests = [g["test"] for g in gens if g.get("test") is not None]
+    accepted = [g["selection"] for g in gens if g.get("accepted") and g.get("selection") is not None]
+    return {"id": paths.run_id, "task": inputs.get("task"), "policy": inputs.get("policy"), "done": len(gens),
+            "max": inputs.get("max_generations"), "best": max(accepted, default=None),
+            "first_test": tests[0] if tests else None, "last_test": tests[-1] if tests else None,
+            "status": run_status(paths)}
+
+
+# ---- commands ----
+
+def cmd_runs(args) -> int:
+    runs_dir = Path(args.runs_dir or default_runs_dir())
+    dirs = sorted((p for p in runs_dir.glob("*") if p.is_dir() and any(
+        (p / f).exists() for f in ("config.json", "run.db", "checkpoints.sqlite"))), key=lambda p: p.stat().st_mtime)
+    if not dirs:
+        console.print(f"No runs in {escape(str(runs_dir))}. Start one with `sia run --task lawbench-mini`.")
+        return 0
+    console.print(runs_table([run_row(RunPaths(runs_dir, p.name)) for p in dirs], runs_dir))
+    return 0
+
+
+def cmd_show(args) -> int:
+    paths = existing_run(args)
+    row = run_row(paths)
+    console.print(f"[bold]{escape(paths.run_id)}[/] · task {escape(str(row['task']))} · policy "
+                  f"{escape(str(row['policy']))} · {row['status']} · {escape(str(paths.root))}")
+    gens = db_generations(paths)
+    console.print(generations_table(gens) if gens else "[dim]No generation has been scored yet.[/]")
+    errors = checkpoint_values(paths).get("errors") or read_json(paths.root / "summary.json").get("errors") or []
+    for err in errors:
+        console.print(f"[yellow]error:[/] {escape(str(err))}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from graph.config import RunConfig
+    from graph.state import SIAInput
+    from tasks.base import TaskError
+    from tasks.registry import resolve_task
+
+    task = args.task
+    if args.task_dir is not None:
+        if not Path(args.task_dir).is_dir():
+            raise CLIError(f"--task-dir {args.task_dir}: no such directory.")
+        task = str(Path(args.task_dir).resolve())
+    try:
+        resolve_task(task)
+    except TaskError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        cfg = RunConfig.load(Path(args.config)) if args.config else RunConfig.from_env()
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"could not read the run config: {exc}") from None
+    if args.runs_dir:
+        cfg = cfg.model_copy(update={"runs_dir": Path(args.runs_dir)})
+    run_id = args.run_id or f"{Path(task).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        inputs = SIAInput(run_id=run_id, task=task, max_generations=args.generations, policy=args.policy,
+                          target_score=args.target_score, limit=args.limit)
+    except ValueError as exc:
+        raise CLIError(f"invalid run inputs: {exc}") from None
+    paths = RunPaths(cfg.runs_dir, run_id)
+    if paths.root.exists():
+        raise CLIError(f"run '{run_id}' already exists in {cfg.runs_dir}. Continue it with `sia resume {run_id}`"
+                       + (f" --runs-dir {args.runs_dir}" if args.runs_dir else "") + ", or pick another --run-id.")
+    paths.create()
+    write_json_atomic(paths.config, cfg.model_dump(mode="json"))
+    write_json_atomic(paths.inputs, inputs.model_dump(mode="json"))
+    console.print(f"[bold]sia run[/] {escape(run_id)} · task {escape(task)} · policy {inputs.policy} · "
+                  f"{inputs.max_generations} generations" + (f" · limit {inputs.limit}" if inputs.limit else "")
+                  + f" · {escape(str(paths.root))}")
+    return drive(paths, cfg, inputs, "meta", args)
+
+
+def cmd_resume(args) -> int:
+    from graph.config import RunConfig
+    from graph.state import SIAInput
+
+    paths = existing_run(args)
+    if not paths.config.exists():
+        raise CLIError(f"{paths.config} is missing: this folder was not started by `sia run` and cannot be resumed.")
+    try:
+        cfg = RunConfig.load(paths.config).model_copy(update={"runs_dir": paths.runs_dir})
+        inputs = SIAInput.model_validate_json(paths.inputs.read_text()) if paths.inputs.exists() else None
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"could not read run '{paths.run_id}': {exc}") from None
+    return drive(paths, cfg, inputs, None, args)
+
+
+def drive(paths: RunPaths, cfg, inputs, start_node: str | None, args) -> int:
+    """Stream the graph for this run (fresh when `inputs` and no checkpoint, else from its checkpoint)."""
+    with console.status("loading the loop (torch, langgraph)…"):
+        from checkpoints.saver import open_saver
+        from graph.context import RunContext
+        from graph.graph import build_graph
+
+        graph = build_graph(open_saver(paths.checkpoints))
+    thread = {"configurable": {"thread_id": paths.run_id}}
+    snap = graph.get_state(thread)
+    payload = inputs
+    if snap.values:
+        if not snap.next:
+            console.print(f"Run {escape(paths.run_id)} already finished.")
+            return finish_report(paths, snap.values, None)
+        payload, start_node = None, snap.next[0]
+        console.print(f"Resuming {escape(paths.run_id)} at [cyan]{escape(start_node)}[/] "
+                      f"(generation {snap.values.get('generation', 0)}).")
+    elif inputs is None:
+        raise CLIError(f"run '{paths.run_id}' has no checkpoint and no inputs.json: start it again with `sia run`.")
+    pid_file = paths.root / PID_FILE
+    pid_file.write_text(str(os.getpid()))
+    started = time.monotonic()
+    view = LiveView(paths.run_id, start_node or "meta", (snap.values or {}).get("generation", 0))
+    try:
+        with view:
+            for ns, mode, chunk in graph.stream(payload, thread, context=RunContext(config=cfg),
+                                                stream_mode=["updates", "custom"], subgraphs=True):
+                view.handle(ns, mode, chunk)
+    except KeyboardInterrupt:
+        err_console.print(f"[yellow]Interrupted[/] in generation {view.gen} ({view.node}). Checkpoints are kept in "
+                          f"{escape(str(paths.root))}; continue with `{resume_hint(paths, args)}`.")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one readable paragraph instead of a traceback
+        err_console.print(f"[red]Run {escape(paths.run_id)} stopped[/] in generation {view.gen} "
+                          f"({escape(str(view.node))}): {type(exc).__name__}: {escape(str(exc))}. "
+                          f"Its checkpoints and logs are in {escape(str(paths.root))}; after fixing the cause, "
+                          f"continue with `{resume_hint(paths, args)}`.")
+        return 1
+    finally:
+        pid_file.unlink(missing_ok=True)
+    return finish_report(paths, graph.get_state(thread).values, time.monotonic() - started)
+
+
+def resume_hint(paths: RunPaths, args) -> str:
+    return f"sia resume {paths.run_id}" + (f" --runs-dir {args.runs_dir}" if getattr(args, "runs_dir", None) else "")
+
+
+def finish_report(paths: RunPaths, values: dict, loop_s: float | None) -> int:
+    rows = [h.model_dump() if hasattr(h, "model_dump") else dict(h) for h in values.get("history") or []]
+    report(paths.run_id, rows, values.get("errors") or [], paths.root, loop_s)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    with console.status("loading the embedded model…"):
+        from gateway.engine import Engine
+        from gateway.model_store import EMBEDDED_MODEL_NAME
+        from gateway.server import CallScope, Gateway
+
+        engine = Engine.load(EMBEDDED_MODEL_NAME, adapter=Path(args.adapter) if args.adapter else None)
+    try:
+        gw = Gateway(lambda adapter: engine, ServeLog(), port=args.port, model_name=EMBEDDED_MODEL_NAME).start()
+    except OSError as exc:
+        raise CLIError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}; pick another --port.") from None
+    token = gw.issue_token(CallScope("serve", 0, None, purpose="serve"))
+    console.print(f"Serving [bold]{EMBEDDED_MODEL_NAME}[/]" + (f" + adapter {escape(args.adapter)}" if args.adapter else "")
+                  + f"\n  base URL  [bold]{gw.base_url}[/]\n  API key   [bold]{token}[/]  (valid until this process "
+                  "stops)\n  e.g. OPENAI_BASE_URL=... OPENAI_API_KEY=... any OpenAI client. Ctrl-C stops.")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or kill from a script
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    gw.stop()
+    console.print("Stopped.")
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="sia", description="Self-improving agent loop: rewrite the task agent's scaffold or "
+                                            "fine-tune the target model, keeping what scores best.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    runs_dir = dict(metavar="DIR", help="folder of run folders (default: runs, or $SIA_RUNS_DIR)")
+
+    p = sub.add_parser("run", help="start a new run", description="Start a new run and show its progress.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--task", metavar="NAME", help="built-in task name (lawbench-mini)")
+    src.add_argument("--task-dir", metavar="PATH", help="a task folder (task.md, data/, reference/)")
+    p.add_argument("--generations", type=int, default=4, metavar="N", help="stop after N generations (default 4)")
+    p.add_argument("--policy", choices=get_args(Policy), default="llm", help="lever policy (default llm)")
+    p.add_argument("--run-id", metavar="ID", help="run folder name (default TASK-DATE-TIME)")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N items per split (quick runs)")
+    p.add_argument("--target-score", type=float, metavar="X", help="stop once the selection score reaches X")
+    p.add_argument("--config", metavar="FILE.json", help="a RunConfig JSON file (default: defaults + $SIA_CONFIG)")
+    p.add_argument("--runs-dir", **runs_dir)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue a stopped run", description="Continue a run from its last checkpoint.")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--runs-dir", **runs_dir)
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("runs", help="list runs", description="List runs with their scores and status.")
+    p.add_argument("--runs-dir", **runs_dir)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="show a run's generations", description="Show a run's per-generation table.")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--runs-dir", **runs_dir)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("serve", help="serve the embedded model (OpenAI-compatible)",
+                       description="Serve the embedded model on 127.0.0.1 with a per-session API key, until Ctrl-C.")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--adapter", metavar="DIR", help="a trained LoRA adapter folder to merge in")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("Interrupted.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Rich rendering for the `sia` command: the live view of a streaming run and the tables.
+
+`LiveView.handle(ns, mode, chunk)` takes what `graph.stream(..., stream_mode=["updates", "custom"],
+subgraphs=True)` yields and keeps one status line (generation and node), a training bar fed by the
+trainer's `train_step` events, and one printed line per scored generation."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+# Piped output (logs, CI) gets room for the tables; a terminal or $COLUMNS decides otherwise.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
+
+# Where the loop goes after a top-level node finishes (feedback's target depends on its lever).
+_AFTER = {"meta": "task", "task": "feedback", "scaffold_rewrite": "task", "finetune": "task", "finish": None}
+_LEVER_NODE = {"scaffold": "scaffold_rewrite", "weights": "finetune", "stop": "finish"}
+
+
+_COMPACT = dict(show_edge=False, pad_edge=False, collapse_padding=True, padding=(0, 1))
+
+
+def score(value) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def generations_table(rows: list[dict], title: str | None = None) -> Table:
+    """The per-generation table; `rows` are GenerationResult dumps or run.db `generations` rows."""
+    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, **_COMPACT)
+    for name, justify in [("gen", "right"), ("lever", "left"), ("adapter", "left"), ("feedback", "right"),
+                          ("selection", "right"), ("test", "right"), ("accepted", "center"), ("wall s", "right")]:
+        table.add_column(name, justify=justify, no_wrap=name != "adapter", overflow="fold")
+    table.add_column("note", overflow="fold", ratio=1, min_width=10)
+    for r in rows:
+        accepted = "[green]yes[/]" if r.get("accepted") else "[dim]no[/]"
+        wall = "" if r.get("wall_s") is None else f"{r['wall_s']:.1f}"
+        table.add_row(str(r["generation"]), escape(str(r.get("lever") or "")), escape(r.get("adapter") or "base"),
+                      score(r.get("feedback")), score(r.get("selection")), score(r.get("test")), accepted, wall,
+                      escape(r.get("note") or ""))
+    return table
+
+
+def runs_table(rows: list[dict], runs_dir) -> Table:
+    table = Table(title=f"Runs in {escape(str(runs_dir))}", title_justify="left", header_style="bold",
+                  box=box.SIMPLE_HEAD, **_COMPACT)
+    for name in ["run", "task", "policy", "gens", "best sel", "first test", "last test", "status"]:
+        table.add_column(name, no_wrap=name not in ("run", "task"), overflow="fold", min_width=10 if name == "task" else None,
+                         justify="right" if name in ("gens", "best sel", "first test", "last test") else "left")
+    colour = {"finished": "green", "running": "cyan", "interrupted": "yellow"}
+    for r in rows:
+        table.add_row(escape(r["id"]), escape(r.get("task") or "?"), escape(r.get("policy") or "?"),
+                      f"{r['done']}" + (f"/{r['max']}" if r.get("max") else ""), score(r.get("best")),
+                      score(r.get("first_test")), score(r.get("last_test")),
+                      f"[{colour.get(r['status'], 'white')}]{r['status']}[/]")
+    return table
+
+
+def report(run_id: str, rows: list[dict], errors: list[str], root, loop_s: float | None) -> None:
+    """The end of a run: its table, its recorded errors, where it lives and how long the loop took."""
+    console.print(generations_table(rows, title=f"Run {escape(run_id)}"))
+    for err in errors:
+        console.print(f"[yellow]recorded error:[/] {escape(str(err))}")
+    took = "" if loop_s is None else f" · loop time {loop_s:.1f} s"
+    console.print(f"Run folder: [bold]{escape(str(root))}[/]{took}")
+
+
+class ServeLog:
+    """Gateway recorder for `sia serve`: one line per call, nothing stored."""
+
+    def record_call(self, call) -> None:
+        console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {call.purpose} {call.prompt_tokens}+"
+                      f"{call.completion_tokens} tokens in {call.latency_s:.2f} s")
+
+    def record_rejected(self, reason: str, path: str) -> None:
+        console.print(f"[yellow]{time.strftime('%H:%M:%S')} rejected {escape(path)}: {escape(reason)}[/]")
+
+
+def scored_line(ev: dict) -> str:
+    verdict = "[green]accepted[/]" if ev.get("accepted") else "[yellow]rejected[/]"
+    note = f"  [dim]{escape(ev['note'])}[/]" if ev.get("note") else ""
+    return (f"[bold]gen {ev['generation']}[/] {escape(str(ev.get('lever')))} ({escape(ev.get('adapter') or 'base')})  "
+            f"feedback {score(ev.get('feedback'))}  selection [bold]{score(ev.get('selection'))}[/]  "
+            f"test {score(ev.get('test'))}  {verdict}  {ev.get('wall_s', 0):.1f} s{note}")
+
+
+class LiveView:
+    """A context manager around a rich Progress display; feed it every streamed item."""
+
+    def __init__(self, run_id: str, start_node: str | None = "meta", generation: int = 0):
+        self.run_id, self.node, self.gen, self.detail = run_id, start_node, generation, ""
+        self.errors_seen: set[str] = set()
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+        self.status = self.progress.add_task("", total=None)
+        self.train = None
+        self._refresh()
+
+    def __enter__(self) -> "LiveView":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def say(self, text: str) -> None:
+        self.progress.console.print(text)
+
+    def _refresh(self) -> None:
+        detail = f" · {escape(self.detail)}" if self.detail else ""
+        self.progress.update(self.status, description=f"[bold]{escape(self.run_id)}[/] gen {self.gen} · "
+                                                      f"[cyan]{escape(str(self.node or 'done'))}[/]{detail}")
+
+    def handle(self, ns: tuple, mode: str, chunk) -> None:
+        if mode == "custom" and isinstance(chunk, dict):
+            self._event(chunk)
+        elif mode == "updates" and isinstance(chunk, dict):
+            for node, update in chunk.items():
+                if not node.startswith("__"):
+                    self._update(ns, node, update if isinstance(update, dict) else {})
+        self._refresh()
+
+    def _update(self, ns: tuple, node: str, update: dict) -> None:
+        if isinstance(update.get("generation"), int):
+            self.gen = max(self.gen, update["generation"])
+        for err in update.get("errors") or []:
+            if err not in self.errors_seen:
+                self.errors_seen.add(err)
+                self.say(f"[yellow]warning:[/] {escape(err)}")
+        if ns:  # a lever subgraph's step finished
+            self.node, self.detail = ns[-1].split(":")[0], f"{node} done"
+            return
+        nxt = _AFTER.get(node)
+        if node == "feedback":
+            nxt = _LEVER_NODE.get(update.get("next_lever"), "finish")
+        self.node, self.detail = nxt, ""
+
+    def _event(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if isinstance(ev.get("generation"), int) and kind not in ("lever",):
+            self.gen = max(self.gen, ev["generation"])
+        if kind == "generation":
+            self.say(f"[bold]gen {ev['generation']}[/] {escape(str(ev.get('lever')))}: "
+                     f"[dim]{escape(str(ev.get('rationale', '')))}[/]")
+        elif kind == "rollout":
+            self.detail = f"running {ev.get('items')} items ({', '.join(ev.get('splits', []))})"
+        elif kind == "scored":
+            self.say(scored_line(ev))
+        elif kind == "lever":
+            self.say(f"  feedback → [bold]{escape(str(ev.get('lever')))}[/] [dim]({escape(str(ev.get('why', '')))})[/]")
+        elif kind == "proposal":
+            self.detail = f"proposal: {ev.get('edit') or 'rewritten agent'}"
+        elif kind == "dataset":
+            self.say(f"  gen {ev.get('generation')} fine-tuning data: {ev.get('rows')} rows")
+        elif kind in ("start", "loaded"):
+            self.detail = f"training: {kind}" + (f" ({ev['backend']})" if ev.get("backend") else "")
+        elif kind == "train_begin":
+            self._train_bar(ev.get("step") or 0, ev.get("max_steps"), None)
+            self.detail = "training"
+        elif kind == "train_step":
+            self._train_bar(ev.get("step") or 0, ev.get("max_steps"), ev.get("loss"))
+        elif kind == "done":
+            if self.train is not None:
+                self.progress.remove_task(self.train)
+                self.train = None
+            self.say(f"  trained ({ev.get('backend')}): {ev.get('steps')} steps, "
+                     f"loss {score(ev.get('train_loss'))}, {ev.get('wall_s', 0):.0f} s")
+            self.detail = ""
+        elif kind == "error":
+            self.say(f"[red]training error:[/] {escape(str(ev.get('message')))}")
+
+    def _train_bar(self, step: int, total, loss) -> None:
+        desc = f"  training gen {self.gen}" + ("" if loss is None else f"  loss {loss:.3f}")
+        if self.train is None:
+            self.train = self.progress.add_task(desc, total=total or None, completed=step)
+        else:
+            self.progress.update(self.train, description=desc, total=total or None, completed=step)

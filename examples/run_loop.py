@@ -1,0 +1,24 @@
+"""Run the SIA loop from a Python script: build the graph with a SQLite checkpointer and
+stream it, printing each node's update. `python examples/run_loop.py [RUN_ID]`."""
+
+import sys
+
+from checkpoints.paths import RunPaths, write_json_atomic
+from checkpoints.saver import open_saver
+from graph.config import RunConfig
+from graph.context import RunContext
+from graph.graph import build_graph
+from graph.state import SIAInput
+
+run_id = sys.argv[1] if len(sys.argv) > 1 else "example"
+config = RunConfig()
+paths = RunPaths(config.runs_dir, run_id).create()
+write_json_atomic(paths.config, config.model_dump(mode="json"))
+inputs = SIAInput(run_id=run_id, task="lawbench-mini", max_generations=int(sys.argv[2]) if len(sys.argv) > 2 else 3,
+                  policy="alternate")
+graph = build_graph(open_saver(paths.checkpoints))
+thread = {"configurable": {"thread_id": run_id}}
+for ns, mode, chunk in graph.stream(inputs, thread, context=RunContext(config=config),
+                                   stream_mode=["updates", "custom"], subgraphs=True):
+    print(ns, mode, chunk if mode == "custom" else list(chunk), flush=True)
+print(graph.get_state(thread).values["history"])

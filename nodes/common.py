@@ -1,0 +1,55 @@
+"""Small helpers the nodes share: loading the run's task, writing a generation's files,
+and emitting progress events to a streaming caller."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from pathlib import Path
+
+from checkpoints.paths import write_text_atomic
+from graph.state import Candidate
+from tasks.registry import resolve_task
+
+
+def load_task(state):
+    return resolve_task(state.task)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def emit(event: dict) -> None:
+    """Send a progress event to `stream_mode="custom"` listeners, if any."""
+    try:
+        from langgraph.config import get_stream_writer
+
+        get_stream_writer()(event)
+    except Exception:  # outside a streaming run there is no writer
+        pass
+
+
+def write_scaffold(svc, generation: int, code: str, lever: str, rationale: str, adapter: str | None,
+                   parent_code: str | None, improvement: str) -> Candidate:
+    """Save gen_N/target_agent.py, diff.patch and improvement.md; return the candidate."""
+    gen_dir = svc.paths.gen(generation)
+    path = gen_dir / "target_agent.py"
+    write_text_atomic(path, code)
+    if parent_code is not None:
+        diff = difflib.unified_diff(parent_code.splitlines(keepends=True), code.splitlines(keepends=True),
+                                    "incumbent/target_agent.py", f"gen_{generation}/target_agent.py")
+        write_text_atomic(gen_dir / "diff.patch", "".join(diff))
+    write_text_atomic(gen_dir / "improvement.md", improvement)
+    return Candidate(generation=generation, lever=lever, scaffold_path=str(path), scaffold_sha=sha(code),
+                     adapter=adapter, rationale=rationale)
+
+
+def failures_text(items: list[dict], limit: int = 12) -> str:
+    wrong = [i for i in items if i["score"] < 1][:limit]
+    return "\n".join(f"- {i['prediction']} -> {i['gold']}" + (f" (error: {i['error'][:80]})" if i.get("error") else "")
+                     for i in wrong) or "(none)"
+
+
+def read(path: str | Path) -> str:
+    return Path(path).read_text(encoding="utf-8")

@@ -1,0 +1,112 @@
+"""Running a candidate agent on item splits and scoring it: the one place generated code runs.
+
+The agent runs in the sandbox (its own uid, scrubbed environment, limits, timeout) in a
+scratch folder outside the private run folder, sees only a view of the public data, and
+reaches the target model only through a per-evaluation gateway token. Scores are computed
+here, in the parent, against labels the child could never open. Results are cached by
+(scaffold, adapter, split), so a resumed or repeated evaluation costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from checkpoints.paths import write_json_atomic, write_text_atomic
+from gateway.server import CallScope
+from graph.state import Candidate
+from tasks.base import Task, TaskError
+
+
+@dataclass
+class SplitScore:
+    score: float
+    n: int
+    items: list[dict]
+
+
+def _rows_for(task: Task, split: str, limit: int | None, rollout_items: int) -> list[dict]:
+    splits = task.splits(limit)
+    if split == "rollout":
+        return splits["pool"][:rollout_items]
+    return splits[split]
+
+
+def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit: int | None = None,
+             purpose: str = "task", log_dir: Path | None = None, rows_override: dict | None = None,
+             emit=lambda event: None) -> dict[str, SplitScore]:
+    """Scores of `candidate` on each split in `splits` (cached per scaffold/adapter/split)."""
+    run_id = svc.paths.run_id
+    out: dict[str, SplitScore] = {}
+    rows = {s: (rows_override or {}).get(s) or _rows_for(task, s, limit, svc.config.rollout_items) for s in splits}
+    todo = []
+    for split in splits:
+        cached = [] if rows_override else svc.db.cached_items(run_id, candidate.scaffold_sha, candidate.adapter, split)
+        if cached and len(cached) == len(rows[split]):
+            out[split] = SplitScore(sum(r["score"] for r in cached) / len(cached), len(cached), cached)
+        else:
+            todo.append(split)
+    if not todo:
+        return out
+    emit({"event": "rollout", "generation": candidate.generation, "splits": todo,
+          "items": sum(len(rows[s]) for s in todo)})
+    pool = task.splits(limit)["pool"]
+    scratch = Path(tempfile.mkdtemp(prefix=f"sia-{run_id}-g{candidate.generation}-"))
+    try:
+        view, work = scratch / "input", scratch / "work"
+        work.mkdir()
+        tags = task.write_view(view, {s: rows[s] for s in todo}, pool,
+                               salt=f"{run_id}:{candidate.generation}:{purpose}",
+                               prefix=f"g{candidate.generation}{purpose[0]}-")
+        shutil.copy(candidate.scaffold_path, work / "target_agent.py")
+        token = svc.gateway.issue_token(CallScope(run_id, candidate.generation, candidate.adapter, purpose))
+        env = {"OPENAI_BASE_URL": svc.gateway.base_url, "OPENAI_API_KEY": token, "SIA_MODEL": svc.config.target.model}
+        try:
+            result = svc.sandbox.run([svc.python, "target_agent.py", "--dataset_dir", str(view), "--working_dir", str(work / "out")],
+                                     work, env, svc.config.sandbox, readable=[view])
+        finally:
+            svc.gateway.revoke_token(token)
+        error = None
+        try:
+            predictions = task.read_predictions(work / "out")
+        except TaskError as exc:
+            predictions = {}
+            error = f"{exc}; exit code {result.returncode}{' (timed out)' if result.timed_out else ''}: {result.stderr[-500:]}"
+        if log_dir is not None:
+            _keep_logs(log_dir, purpose, result, work / "out")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    gold = {(s, r["id"]): r["label"] for s in todo for r in rows[s]}
+    by_split: dict[str, list[dict]] = {s: [] for s in todo}
+    for tag, (split, item_id) in tags.items():
+        pred = predictions.get(tag)
+        by_split[split].append({
+            "run_id": run_id, "generation": candidate.generation, "scaffold_sha": candidate.scaffold_sha,
+            "adapter": candidate.adapter or "base", "split": split, "item_id": item_id, "tag": tag,
+            "prediction": pred, "gold": gold[(split, item_id)], "score": task.score_item(pred, gold[(split, item_id)]),
+            "error": error or (None if pred is not None else "no prediction for this item")})
+    for split, items in by_split.items():
+        if not rows_override:
+            svc.db.save_items(items)
+        out[split] = SplitScore(sum(i["score"] for i in items) / max(1, len(items)), len(items), items)
+    return out
+
+
+def _keep_logs(log_dir: Path, purpose: str, result, out: Path) -> None:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(log_dir / f"{purpose}_stdout.log", result.stdout)
+    write_text_atomic(log_dir / f"{purpose}_stderr.log", result.stderr)
+    write_json_atomic(log_dir / f"{purpose}_sandbox.json", {
+        "returncode": result.returncode, "timed_out": result.timed_out, "wall_s": round(result.wall_s, 2),
+        "output_truncated": result.output_truncated, "killed_leftovers": result.killed_leftovers})
+    for name in ("agent_execution.json", "submission.csv"):
+        src = out / name
+        if src.is_file() and src.stat().st_size < 50_000_000:
+            shutil.copy(src, log_dir / f"{purpose}_{name}")
+
+
+def items_jsonl(items: list[dict]) -> str:
+    return "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items)

@@ -1,0 +1,96 @@
+"""The scaffold-rewrite subgraph's nodes: propose -> validate -> (retry | accept | give up).
+
+A code-writing LLM proposes a whole new target_agent.py; otherwise the LLM picks one typed
+edit from the library. Validation is a syntax check, then a smoke run on a few feedback items
+in the sandbox; a failure goes back to propose with the error, at most `max_attempts` times."""
+
+from __future__ import annotations
+
+import ast
+
+from graph.context import services
+from graph.state import Candidate, GenerationResult, ScaffoldRewriteState
+from nodes import prompts
+from nodes.common import emit, failures_text, load_task, read, sha, write_scaffold
+from nodes.edits import LIBRARY, apply_edit
+from nodes.evaluation import evaluate
+from nodes.llm import LLMOutputError
+from nodes.meta import choose_edit
+
+
+def propose_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
+    svc = services(runtime, state.run_id)
+    attempts = state.attempts + 1
+    if attempts > svc.config.scaffold.max_attempts:
+        return {"give_up": True, "attempts": attempts}
+    code = read(state.incumbent.scaffold_path)
+    llm = svc.llm("feedback")
+    tried = state.tried + ([state.proposal_edit] if state.proposal_edit else [])
+    try:
+        if llm.can_write_code:
+            items = svc.db.cached_items(state.run_id, state.incumbent.scaffold_sha, state.incumbent.adapter, "feedback")
+            last = f"Your previous proposal failed validation: {state.last_error}\n\n" if state.last_error else ""
+            proposal = llm.code(prompts.REWRITE_SYSTEM, prompts.REWRITE_USER.format(
+                description=load_task(state).description, diagnosis=state.diagnosis,
+                failures=failures_text(items), last_error=last, code=code))
+            return {"proposal": proposal, "proposal_edit": None, "attempts": attempts,
+                    "proposal_rationale": f"full rewrite by the Feedback-Agent; diagnosis: {state.diagnosis}"}
+        edit = choose_edit(llm, state.task, code, tried, state.diagnosis, allow_none=False)
+    except LLMOutputError as exc:
+        return {"proposal": None, "attempts": attempts, "last_error": str(exc)}
+    if edit is None:
+        return {"give_up": True, "attempts": attempts, "last_error": "no untried library edit applies to this scaffold"}
+    emit({"event": "proposal", "generation": state.generation + 1, "edit": edit.id})
+    return {"proposal": apply_edit(code, edit), "proposal_edit": edit.id, "attempts": attempts, "tried": tried,
+            "proposal_rationale": f"library edit {edit.id}: {edit.description}"}
+
+
+def validate_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
+    if state.proposal is None:
+        return {"validated": False}
+    try:
+        ast.parse(state.proposal)
+    except SyntaxError as exc:
+        return {"validated": False, "last_error": f"target_agent.py line {exc.lineno}: SyntaxError: {exc.msg}"}
+    svc = services(runtime, state.run_id)
+    task = load_task(state)
+    gen = state.generation + 1
+    path = svc.paths.gen(gen) / f"proposal_{state.attempts}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(state.proposal, encoding="utf-8")
+    probe = Candidate(generation=gen, lever="scaffold", scaffold_path=str(path), scaffold_sha=sha(state.proposal),
+                      adapter=state.incumbent.adapter)
+    smoke_rows = task.splits(state.limit)["feedback"][: svc.config.scaffold.smoke_items]
+    result = evaluate(svc, task, probe, ["feedback"], purpose="smoke", rows_override={"feedback": smoke_rows},
+                      log_dir=svc.paths.gen(gen) / f"smoke_{state.attempts}")["feedback"]
+    errors = {i["error"] for i in result.items if i["error"]}
+    if errors:
+        return {"validated": False, "last_error": "smoke run failed: " + "; ".join(sorted(errors))[:1500]}
+    return {"validated": True, "last_error": None}
+
+
+def accept_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
+    svc = services(runtime, state.run_id)
+    gen = state.generation + 1
+    parent = read(state.incumbent.scaffold_path)
+    improvement = (f"# Generation {gen} (scaffold rewrite)\n\nDiagnosis: {state.diagnosis}\n\n"
+                   f"Change: {state.proposal_rationale}\n\nAttempts: {state.attempts}\n")
+    cand = write_scaffold(svc, gen, state.proposal, "scaffold", state.proposal_rationale, state.incumbent.adapter,
+                          parent, improvement)
+    tried = state.tried + ([state.proposal_edit] if state.proposal_edit and state.proposal_edit not in state.tried else [])
+    return {"generation": gen, "candidate": cand, "tried": tried}
+
+
+def give_up_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
+    gen = state.generation + 1
+    svc = services(runtime, state.run_id)
+    reason = state.last_error or "no valid proposal"
+    result = GenerationResult(generation=gen, lever="scaffold", adapter=state.incumbent.adapter, feedback=None,
+                              selection=None, test=None, accepted=False,
+                              wall_s=round(svc.clock() - (state.lever_started or svc.clock()), 1),
+                              note=f"rewrite failed after {state.attempts - 1} attempts: {reason}"[:300])
+    return {"generation": gen, "candidate": None, "pending_result": result,
+            "errors": state.errors + [f"gen {gen} scaffold_rewrite: {reason}"]}
+
+
+__all__ = ["propose_scaffold", "validate_scaffold", "accept_scaffold", "give_up_scaffold", "LIBRARY"]

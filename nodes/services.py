@@ -1,0 +1,108 @@
+"""Everything with side effects that nodes use, behind one small object that tests replace:
+the gateway (and the models behind it), the sandbox, the trainer, the role LLMs, the run
+database and the clock. `Services.for_run` builds the real ones, lazily, once per process."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from checkpoints.paths import RunPaths
+from checkpoints.rundb import RunDB
+from finetune.trainer import SubprocessTrainer, Trainer
+from gateway.server import Backend, CallScope, Gateway
+from graph.config import RoleConfig, RunConfig
+from nodes.llm import RoleLLM, chat_model
+from sandbox.runner import SandboxRunner, SubprocessSandbox
+
+
+def embedded_backends(paths: RunPaths) -> Callable[[str | None], Backend]:
+    """base + adapter version -> a loaded Engine (kept: a 135M model is ~0.5 GB)."""
+    from gateway.engine import Engine
+    from gateway.model_store import EMBEDDED_MODEL_NAME
+
+    engines: dict[str | None, Engine] = {}
+    lock = threading.Lock()
+
+    def backend_for(adapter: str | None) -> Backend:
+        with lock:
+            if adapter not in engines:
+                adapter_dir = None if adapter is None else paths.root / adapter / "adapter"
+                engines[adapter] = Engine.load(EMBEDDED_MODEL_NAME, adapter=adapter_dir)
+            return engines[adapter]
+
+    return backend_for
+
+
+@dataclass
+class Services:
+    config: RunConfig
+    paths: RunPaths
+    db: RunDB
+    sandbox: SandboxRunner
+    trainer: Trainer
+    backend_for: Callable[[str | None], Backend]
+    llm_override: dict[str, RoleLLM] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+    _gateway: Gateway | None = None
+
+    @property
+    def gateway(self) -> Gateway:
+        if self._gateway is None:
+            gw = self.config.gateway
+            self._gateway = Gateway(self.backend_for, self.db, max_batch=gw.max_batch,
+                                    batch_window_ms=gw.batch_window_ms, model_name=self.config.target.model).start()
+        return self._gateway
+
+    def llm(self, role: str) -> RoleLLM:
+        """The LLM for 'meta' or 'feedback'; an embedded role goes through our gateway."""
+        if role in self.llm_override:
+            return self.llm_override[role]
+        cfg: RoleConfig = getattr(self.config, role)
+        if cfg.embedded:
+            base_url = self.gateway.base_url
+            key = self.gateway.issue_token(CallScope(self.paths.run_id, 0, None, purpose=role))
+        else:
+            base_url, key = cfg.base_url, os.environ.get(cfg.api_key_env, "")
+            if not key:
+                raise RuntimeError(f"the {role} role needs an API key in ${cfg.api_key_env} (set it, or point the role elsewhere)")
+        llm = RoleLLM(chat_model(base_url, cfg.model, key, cfg.temperature, cfg.max_tokens, cfg.timeout_s),
+                      can_write_code=cfg.can_write_code)
+        self.llm_override[role] = llm
+        return llm
+
+    @property
+    def python(self) -> str:
+        return sys.executable
+
+    @classmethod
+    def build(cls, config: RunConfig, run_id: str, **overrides) -> "Services":
+        paths = RunPaths(config.runs_dir, run_id).create()
+        db = RunDB(paths.run_db)
+        if config.target.embedded:
+            backend_for = embedded_backends(paths)
+        else:
+            from gateway.remote import RemoteBackend
+
+            remote = RemoteBackend(config.target.base_url, config.target.model, config.target.api_key_env)
+            backend_for = lambda adapter: remote  # noqa: E731  (no weights lever for a remote target)
+        parts = dict(config=config, paths=paths, db=db, sandbox=SubprocessSandbox(),
+                     trainer=SubprocessTrainer(), backend_for=backend_for)
+        parts.update(overrides)
+        return cls(**parts)
+
+
+_LIVE: dict[tuple[str, str], Services] = {}
+
+
+def services_for(config: RunConfig, run_id: str) -> Services:
+    """The process's Services for a run (the gateway and loaded models live as long as it)."""
+    key = (str(Path(config.runs_dir).resolve()), run_id)
+    if key not in _LIVE:
+        _LIVE[key] = Services.build(config, run_id)
+    return _LIVE[key]

@@ -1,0 +1,1 @@
+"""Tasks: the contract between the loop and a benchmark, and the built-in tasks."""

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Reference task agent for charge classification (lawbench-mini and any csv-classification task).
+
+Run: python target_agent.py --dataset_dir D --working_dir W
+Reads D/test.csv (id,text), D/train.csv (id,text,label), D/classes.json; asks the target model
+through the OpenAI-compatible endpoint in OPENAI_BASE_URL for each case; writes
+W/submission.csv (id,label) and W/agent_execution.json (one trajectory per item).
+The SCAFFOLD block holds every setting the scaffold-edit library may change.
+"""
+
+import argparse
+import collections
+import csv
+import json
+import os
+import random
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+SCAFFOLD = {
+    "instruction": "You are a legal assistant. Read the Chinese criminal case and answer with the charge (罪名).",
+    "text_chars": 100,
+    "fixed_shots": 0,
+    "retrieved_shots": 0,
+    "shot_chars": 60,
+    "list_labels": False,
+    "constrain_output": True,
+    "votes": 1,
+    "temperature": 0.0,
+    "max_tokens": 48,
+    "retries": 2,
+}
+
+
+def bigrams(text):
+    return {text[i:i + 2] for i in range(len(text) - 1)}
+
+
+def nearest(text, train, k):
+    """The k training cases sharing the most character bigrams with `text` (Jaccard)."""
+    grams = bigrams(text)
+    scored = sorted(train, key=lambda r: -len(grams & r["grams"]) / (len(grams | r["grams"]) or 1))
+    return scored[:k]
+
+
+def fixed_examples(train, k):
+    """k training cases, one label at a time, so the examples cover as many labels as possible."""
+    by_label = collections.defaultdict(list)
+    for row in train:
+        by_label[row["label"]].append(row)
+    out, labels = [], sorted(by_label)
+    for i in range(k):
+        if labels:
+            rows = by_label[labels[i % len(labels)]]
+            out.append(rows[(i // len(labels)) % len(rows)])
+    return out
+
+
+def answer_json(label):
+    return json.dumps({"label": label}, ensure_ascii=False)
+
+
+def build_messages(text, train, classes):
+    s = SCAFFOLD
+    system = s["instruction"]
+    if s["list_labels"]:
+        system += "\nAllowed charges: " + "; ".join(classes)
+    system += '\nReply with JSON: {"label": "<charge>"}'
+    messages = [{"role": "system", "content": system}]
+    shots = fixed_examples(train, s["fixed_shots"]) + nearest(text, train, s["retrieved_shots"])
+    for shot in shots:
+        messages.append({"role": "user", "content": "案情：" + shot["text"][: s["shot_chars"]]})
+        messages.append({"role": "assistant", "content": answer_json(shot["label"])})
+    messages.append({"role": "user", "content": "案情：" + text[: s["text_chars"]]})
+    return messages
+
+
+def ask(messages, classes, item, temperature):
+    s = SCAFFOLD
+    body = {"model": os.environ.get("SIA_MODEL", "default"), "messages": messages,
+            "max_tokens": s["max_tokens"], "temperature": temperature, "metadata": {"item": item}}
+    if s["constrain_output"]:
+        schema = {"type": "object", "properties": {"label": {"type": "string", "enum": classes}},
+                  "required": ["label"], "additionalProperties": False}
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "charge", "schema": schema}}
+    request = urllib.request.Request(
+        os.environ["OPENAI_BASE_URL"].rstrip("/") + "/chat/completions", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": "Bearer " + os.environ["OPENAI_API_KEY"],
+                 "X-SIA-Item": item})
+    with urllib.request.urlopen(request, timeout=300) as resp:
+        return json.loads(resp.read())["choices"][0]["message"]["content"]
+
+
+def extract(raw, classes):
+    """The label from a completion: JSON first, then the longest allowed label named in the text."""
+    try:
+        label = json.loads(raw).get("label")
+        if label in classes:
+            return label
+    except (ValueError, AttributeError):
+        pass
+    named = [c for c in classes if c in raw]
+    return max(named, key=len) if named else None
+
+
+def solve(row, train, classes, fallback):
+    s = SCAFFOLD
+    messages = build_messages(row["text"], train, classes)
+    trace = {"id": row["id"], "prompt_messages": len(messages), "completions": [], "errors": []}
+    votes = []
+    for v in range(s["votes"]):
+        temperature = s["temperature"] if v == 0 else max(s["temperature"], 0.7)
+        for _ in range(s["retries"] + 1):
+            try:
+                raw = ask(messages, classes, row["id"], temperature)
+            except Exception as exc:  # network or server error: retry, then give up on this vote
+                trace["errors"].append(f"{type(exc).__name__}: {exc}")
+                continue
+            trace["completions"].append(raw)
+            label = extract(raw, classes)
+            if label is not None:
+                votes.append(label)
+                break
+    label = collections.Counter(votes).most_common(1)[0][0] if votes else fallback
+    trace["label"], trace["fallback"] = label, not votes
+    return label, trace
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset_dir", required=True)
+    parser.add_argument("--working_dir", required=True)
+    args = parser.parse_args()
+    random.seed(0)
+    with open(os.path.join(args.dataset_dir, "classes.json"), encoding="utf-8") as f:
+        classes = json.load(f)
+    with open(os.path.join(args.dataset_dir, "train.csv"), encoding="utf-8") as f:
+        train = [dict(r, grams=bigrams(r["text"][: SCAFFOLD["shot_chars"] * 2])) for r in csv.DictReader(f)]
+    with open(os.path.join(args.dataset_dir, "test.csv"), encoding="utf-8") as f:
+        test = list(csv.DictReader(f))
+    fallback = collections.Counter(r["label"] for r in train).most_common(1)[0][0] if train else classes[0]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda r: solve(r, train, classes, fallback), test))
+    os.makedirs(args.working_dir, exist_ok=True)
+    with open(os.path.join(args.working_dir, "submission.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "label"])
+        for row, (label, _) in zip(test, results):
+            writer.writerow([row["id"], label])
+    with open(os.path.join(args.working_dir, "agent_execution.json"), "w", encoding="utf-8") as f:
+        json.dump([trace for _, trace in results], f, ensure_ascii=False, indent=1)
+    print(f"predicted {len(results)} cases, {sum(t['fallback'] for _, t in results)} fell back")
+
+
+if __name__ == "__main__":
+    main()

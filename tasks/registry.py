@@ -1,0 +1,24 @@
+"""Built-in tasks by name, prepared on first use into the cache, and task lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.model_store import cache_dir
+from tasks.base import Task, TaskError
+from tasks.lawbench_mini.prepare import prepare as prepare_lawbench_mini
+
+BUILTIN = {"lawbench-mini": prepare_lawbench_mini}
+
+
+def resolve_task(name_or_dir: str) -> Task:
+    """A task directory, or a built-in task name (prepared into the cache when missing)."""
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return Task.load(path)
+    if name_or_dir not in BUILTIN:
+        raise TaskError(f"unknown task '{name_or_dir}': not a directory, and built-in tasks are {sorted(BUILTIN)}")
+    dest = cache_dir() / "tasks" / name_or_dir
+    if not (dest / "task.md").exists():
+        BUILTIN[name_or_dir](dest)
+    return Task.load(dest)

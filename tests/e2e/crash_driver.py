@@ -1,0 +1,91 @@
+"""Runs the real graph with the test fakes in its own process, so a test can SIGKILL it.
+
+python -m tests.e2e.crash_driver RUNS TASK RUN_ID [--pause-at task|scaffold] [--resume] [--real-trainer]
+
+Policy `alternate`, 3 generations: 1 meta (reference agent), 2 scaffold (retrieved shots),
+3 weights. `--pause-at` writes RUNS/paused and sleeps inside the chosen node (the second
+sandbox run of generation 2 = its task evaluation; or the Feedback-Agent's edit choice in
+scaffold_rewrite). Every sandbox run and LLM call is appended to RUNS/events.log; the final
+history goes to RUNS/RUN_ID.final.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from checkpoints.paths import RunPaths
+from checkpoints.saver import open_saver
+from graph.context import RunContext
+from graph.graph import build_graph
+from graph.state import SIAInput
+from sandbox.runner import SubprocessSandbox
+from tests.fakes import fake_config, fake_services, scripted_llm
+
+FEEDBACK_REPLY = '{"diagnosis": "always the first label", "lever": "scaffold", "edit": "retrieved-shots-2"}'
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", type=Path)
+    ap.add_argument("task")
+    ap.add_argument("run_id")
+    ap.add_argument("--pause-at", choices=["task", "scaffold"])
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--real-trainer", action="store_true")
+    args = ap.parse_args()
+    log = args.runs / "events.log"
+
+    def note(line: str) -> None:
+        with open(log, "a") as f:
+            f.write(line + "\n")
+
+    def pause() -> None:
+        (args.runs / "paused").write_text("paused")
+        time.sleep(600)
+
+    class LoggingSandbox(SubprocessSandbox):
+        g2_runs = 0
+
+        def run(self, argv, workdir, env, limits, readable=()):
+            name = Path(workdir).parent.name
+            note(f"sandbox {name.split('-')[-2]}")
+            if "-g2-" in name:
+                LoggingSandbox.g2_runs += 1
+                if args.pause_at == "task" and LoggingSandbox.g2_runs == 2:
+                    pause()
+            return super().run(argv, workdir, env, limits, readable)
+
+    meta = scripted_llm(['{"edit": "none"}'] * 5)
+    feedback = scripted_llm([FEEDBACK_REPLY] * 50)
+    for role, llm in (("meta", meta), ("feedback", feedback)):
+        original = llm.structured
+
+        def structured(system, user, schema, _role=role, _original=original):
+            note(f"llm {_role} {schema.__name__}")
+            if args.pause_at == "scaffold" and _role == "feedback" and schema.__name__ == "EditChoice":
+                pause()
+            return _original(system, user, schema)
+
+        llm.structured = structured
+    config = fake_config(args.runs.parent, runs_dir=str(args.runs),
+                         finetune={"max_steps": 8, "save_steps": 2, "batch_size": 2, "min_examples": 2})
+    overrides = {"sandbox": LoggingSandbox()}
+    if args.real_trainer:
+        from finetune.trainer import SubprocessTrainer
+
+        overrides["trainer"] = SubprocessTrainer()
+    svc = fake_services(args.runs.parent, args.run_id, meta, feedback, config=config, **overrides)
+    graph = build_graph(open_saver(RunPaths(config.runs_dir, args.run_id).checkpoints))
+    thread = {"configurable": {"thread_id": args.run_id}}
+    inputs = None if args.resume else SIAInput(run_id=args.run_id, task=args.task, max_generations=3, policy="alternate")
+    note(f"start resume={args.resume}")
+    final = graph.invoke(inputs, thread, context=RunContext(config=config, services=svc))
+    (args.runs / f"{args.run_id}.final.json").write_text(
+        json.dumps([h.model_dump() for h in final["history"]], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The `sia` command without the model: help, `runs`/`show` on hand-built run folders, clear
+errors, and `run`/`resume` driving a scripted stand-in for the graph (no torch import)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from checkpoints.paths import RunPaths, write_json_atomic
+from cli.main import main
+from cli.render import LiveView
+from graph.config import RunConfig
+from graph.state import GenerationResult, SIAInput
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def gen_row(n, lever, sel, test, accepted, note=""):
+    return GenerationResult(generation=n, lever=lever, adapter=None if lever != "weights" else f"adapters/gen_{n}",
+                            feedback=sel, selection=sel, test=test, accepted=accepted, wall_s=1.5 * n, note=note)
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    """Two runs: 'done' (finished, summary.json) and 'killed' (run.db rows only, no summary)."""
+    from checkpoints.rundb import RunDB
+
+    runs = tmp_path / "runs"
+    rows = {"done": [gen_row(1, "meta", 0.25, 0.2, True, "reference agent"),
+                     gen_row(2, "scaffold", 0.5, 0.4, True, "library edit few-shot"),
+                     gen_row(3, "weights", 0.45, None, False, "adapter not promoted")],
+            "killed": [gen_row(1, "meta", 0.125, 0.1, True)]}
+    for run_id, results in rows.items():
+        paths = RunPaths(runs, run_id).create()
+        write_json_atomic(paths.config, RunConfig(runs_dir=runs).model_dump(mode="json"))
+        write_json_atomic(paths.inputs, SIAInput(run_id=run_id, task="lawbench-mini", policy="alternate",
+                                                 max_generations=3).model_dump(mode="json"))
+        db = RunDB(paths.run_db)
+        for r in results:
+            db.save_generation({"run_id": run_id, **r.model_dump(), "scaffold_sha": "x" * 64})
+        db.db.conn.close()
+    write_json_atomic(runs / "done" / "summary.json", {"run_id": "done", "task": "lawbench-mini",
+                                                        "policy": "alternate", "errors": ["gen 3 finetune: boom"]})
+    return runs
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_of_the_installed_command():
+    out = subprocess.run([str(REPO / ".venv" / "bin" / "sia"), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for cmd in ("run", "resume", "runs", "show", "serve"):
+        assert cmd in out.stdout
+
+
+@pytest.mark.parametrize("cmd", ["run", "resume", "runs", "show", "serve"])
+def test_subcommand_help(capsys, cmd):
+    with pytest.raises(SystemExit) as exc:
+        main([cmd, "--help"])
+    assert exc.value.code == 0
+    assert f"usage: sia {cmd}" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2_without_traceback(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--generations", "2"])  # neither --task nor --task-dir
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "one of the arguments --task --task-dir is required" in err and "Traceback" not in err
+
+
+def test_runs_lists_each_run(capsys, runs_dir):
+    code, out, _ = run_cli(capsys, "runs", "--runs-dir", str(runs_dir))
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in ("done", "killed")}
+    assert set(lines) == {"done", "killed"}
+    assert "lawbench-mini" in lines["done"] and "alternate" in lines["done"]
+    assert "3/3" in lines["done"] and "0.500" in lines["done"] and "0.200" in lines["done"]
+    assert "0.400" in lines["done"] and "finished" in lines["done"]
+    assert "1/3" in lines["killed"] and "interrupted" in lines["killed"]
+
+
+def test_runs_shows_a_live_run_as_running(capsys, runs_dir):
+    (runs_dir / "killed" / "sia.pid").write_text(str(os.getppid()))
+    _, out, _ = run_cli(capsys, "runs", "--runs-dir", str(runs_dir))
+    assert "running" in next(line for line in out.splitlines() if line.startswith("killed"))
+
+
+def test_runs_on_an_empty_folder(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "runs", "--runs-dir", str(tmp_path))
+    assert code == 0 and "No runs" in out
+
+
+def test_show_prints_the_generation_table_and_errors(capsys, runs_dir):
+    code, out, _ = run_cli(capsys, "show", "done", "--runs-dir", str(runs_dir))
+    assert code == 0
+    assert "finished" in out and "library edit few-shot" in out and "adapters/gen_3" in out
+    row2 = next(line for line in out.splitlines() if line.strip().startswith("2 "))
+    assert "scaffold" in row2 and "0.500" in row2 and "0.400" in row2 and "yes" in row2
+    assert "gen 3 finetune: boom" in out
+
+
+def test_show_works_on_a_killed_run(capsys, runs_dir):
+    code, out, _ = run_cli(capsys, "show", "killed", "--runs-dir", str(runs_dir))
+    assert code == 0 and "interrupted" in out and "0.125" in out
+
+
+def test_show_and_resume_of_a_missing_run(capsys, runs_dir):
+    for cmd in ("show", "resume"):
+        code, out, err = run_cli(capsys, cmd, "nope", "--runs-dir", str(runs_dir))
+        assert code == 1
+        assert "no run 'nope'" in err and "done" in err and "Traceback" not in err + out
+
+
+def test_run_with_an_unknown_task(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "run", "--task", "no-such-task", "--runs-dir", str(tmp_path / "runs"))
+    assert code == 1
+    assert "unknown task 'no-such-task'" in err and "lawbench-mini" in err and "Traceback" not in err + out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_with_a_missing_task_dir(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--task-dir", str(tmp_path / "nowhere"), "--runs-dir", str(tmp_path))
+    assert code == 1 and "no such directory" in err
+
+
+def test_run_refuses_an_existing_run_id(capsys, runs_dir, monkeypatch):
+    monkeypatch.setattr("tasks.registry.resolve_task", lambda name: None)
+    code, _, err = run_cli(capsys, "run", "--task", "lawbench-mini", "--run-id", "done", "--runs-dir", str(runs_dir))
+    assert code == 1 and "already exists" in err and "sia resume done" in err
+
+
+class FakeGraph:
+    """Stands in for the compiled graph: streams scripted items, then holds `final` as its state."""
+
+    def __init__(self, items, final, values=None, next_=(), error=None):
+        self.items, self.final, self.error = items, final, error
+        self.values, self.next, self.calls = values or {}, next_, []
+
+    def get_state(self, thread):
+        return types.SimpleNamespace(values=self.values, next=self.next)
+
+    def stream(self, payload, thread, **kwargs):
+        self.calls.append((payload, thread, kwargs))
+        yield from self.items
+        if self.error:
+            raise self.error
+        self.values, self.next = self.final, ()
+
+
+def use_graph(monkeypatch, fake):
+    module = types.ModuleType("graph.graph")
+    module.build_graph = lambda checkpointer=None: fake
+    monkeypatch.setitem(sys.modules, "graph.graph", module)
+    monkeypatch.setattr("tasks.registry.resolve_task", lambda name: None)
+
+
+SCRIPT = [
+    ((), "custom", {"event": "generation", "generation": 1, "lever": "meta", "rationale": "reference agent"}),
+    ((), "updates", {"meta": {"generation": 1, "errors": []}}),
+    ((), "custom", {"event": "rollout", "generation": 1, "splits": ["feedback"], "items": 4}),
+    ((), "custom", {"event": "scored", **gen_row(1, "meta", 0.25, 0.2, True, "reference agent").model_dump()}),
+    ((), "updates", {"task": {"history": []}}),
+    ((), "custom", {"event": "lever", "generation": 1, "lever": "weights", "why": "alternate"}),
+    ((), "updates", {"feedback": {"next_lever": "weights", "errors": ["gen 1 feedback: did not parse"]}}),
+    (("finetune:abc",), "custom", {"event": "dataset", "generation": 2, "rows": 12}),
+    (("finetune:abc",), "updates", {"build_dataset": {"dataset_rows": 12}}),
+    (("finetune:abc",), "custom", {"generation": 2, "event": "train_begin", "step": 0, "max_steps": 4}),
+    (("finetune:abc",), "custom", {"generation": 2, "event": "train_step", "step": 2, "max_steps": 4, "loss": 2.5}),
+    (("finetune:abc",), "custom", {"generation": 2, "event": "done", "backend": "trl", "steps": 4,
+                                   "train_loss": 2.1, "wall_s": 9.0}),
+    ((), "updates", {"finetune": None}),
+    ((), "updates", {"__interrupt__": ()}),
+]
+FINAL = {"history": [gen_row(1, "meta", 0.25, 0.2, True, "reference agent"),
+                     gen_row(2, "weights", 0.5, 0.3, True, "LoRA on 12 rows")], "errors": ["gen 1 feedback: did not parse"]}
+
+
+def test_run_streams_and_prints_the_table(capsys, tmp_path, monkeypatch):
+    fake = FakeGraph(SCRIPT, FINAL)
+    use_graph(monkeypatch, fake)
+    runs = tmp_path / "runs"
+    code, out, err = run_cli(capsys, "run", "--task", "lawbench-mini", "--run-id", "r1", "--generations", "2",
+                             "--policy", "alternate", "--limit", "4", "--runs-dir", str(runs))
+    assert code == 0, err
+    payload, thread, kwargs = fake.calls[0]
+    assert payload.run_id == "r1" and payload.limit == 4 and payload.policy == "alternate"
+    assert thread == {"configurable": {"thread_id": "r1"}}
+    assert kwargs["stream_mode"] == ["updates", "custom"] and kwargs["subgraphs"]
+    assert kwargs["context"].config.runs_dir == runs
+    assert json.loads((runs / "r1" / "inputs.json").read_text())["max_generations"] == 2
+    assert RunConfig.load(runs / "r1" / "config.json").runs_dir == runs
+    assert "accepted" in out and "trained (trl): 4 steps" in out and "12 rows" in out
+    assert "LoRA on 12 rows" in out and "did not parse" in out and "loop time" in out
+    assert not (runs / "r1" / "sia.pid").exists()
+
+
+def test_a_failing_run_prints_one_paragraph_and_exits_1(capsys, tmp_path, monkeypatch):
+    use_graph(monkeypatch, FakeGraph(SCRIPT[:3], {}, error=RuntimeError("gateway died")))
+    code, out, err = run_cli(capsys, "run", "--task", "lawbench-mini", "--run-id", "r2", "--runs-dir", str(tmp_path))
+    assert code == 1
+    assert "RuntimeError: gateway died" in err and "sia resume r2" in err and "Traceback" not in err + out
+
+
+def test_resume_continues_from_the_checkpoint(capsys, runs_dir, monkeypatch):
+    fake = FakeGraph(SCRIPT[4:], FINAL, values={"generation": 1, "history": FINAL["history"][:1]}, next_=("feedback",))
+    use_graph(monkeypatch, fake)
+    code, out, err = run_cli(capsys, "resume", "killed", "--runs-dir", str(runs_dir))
+    assert code == 0, err
+    assert fake.calls[0][0] is None and "Resuming killed at feedback" in out
+    assert fake.calls[0][2]["context"].config.runs_dir == runs_dir
+
+
+def test_resume_of_a_finished_run_prints_the_table(capsys, runs_dir, monkeypatch):
+    fake = FakeGraph([], FINAL, values=FINAL, next_=())
+    use_graph(monkeypatch, fake)
+    code, out, _ = run_cli(capsys, "resume", "done", "--runs-dir", str(runs_dir))
+    assert code == 0 and not fake.calls and "already finished" in out and "LoRA on 12 rows" in out
+
+
+def test_live_view_tracks_generation_and_node():
+    view = LiveView("r", "meta")
+    for ns, mode, chunk in SCRIPT[:7]:
+        view.handle(ns, mode, chunk)
+    assert (view.gen, view.node) == (1, "finetune")
+    for ns, mode, chunk in SCRIPT[7:11]:
+        view.handle(ns, mode, chunk)
+    assert view.gen == 2 and view.train is not None
+    assert view.progress.tasks[view.train].completed == 2
+    view.handle((), "updates", {"finetune": {"generation": 2}})
+    assert view.node == "task"

@@ -1,0 +1,82 @@
+"""FinetuneConfig: defaults, field limits and cross-field checks (no torch, runs in milliseconds)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from finetune.config import ALL_LINEAR, FinetuneConfig, describe_errors
+
+
+def test_defaults_are_the_cpu_profile():
+    config = FinetuneConfig()
+    assert (config.lora_r, config.lora_alpha, config.lora_dropout) == (16, 32, 0.0)
+    assert config.target_modules == list(ALL_LINEAR)
+    assert (config.learning_rate, config.epochs, config.max_steps) == (1e-3, 3, -1)
+    assert (config.batch_size, config.grad_accum, config.max_length) == (8, 1, 384)
+    assert (config.seed, config.save_steps, config.min_examples) == (0, 5, 4)
+    assert config.backend == "unsloth" and config.allow_fallback
+
+
+def test_every_field_is_documented():
+    for name, field in FinetuneConfig.model_fields.items():
+        assert field.description, name
+
+
+def test_json_round_trip():
+    config = FinetuneConfig(max_steps=7, backend="trl", target_modules=["q_proj", "v_proj"])
+    assert FinetuneConfig.model_validate_json(config.model_dump_json()) == config
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_steps": 0}, "max_steps=0"),
+        ({"max_steps": -5}, "max_steps=-5"),
+        ({"lora_r": 4, "lora_alpha": 512}, "lora_alpha / lora_r"),
+        ({"lora_r": 256, "lora_alpha": 1}, "lora_alpha / lora_r"),
+        ({"target_modules": []}, "at least 1"),
+        ({"target_modules": ["q_proj", "q_proj"]}, "more than once"),
+        ({"target_modules": ["model.layers.0.q_proj"]}, "plain layer names"),
+        ({"lora_dropout": 1.0}, "less than 1"),
+        ({"learning_rate": 0}, "greater than 0"),
+        ({"epochs": 0}, "greater than 0"),
+        ({"batch_size": 0}, "greater than or equal to 1"),
+        ({"save_steps": 0}, "greater than or equal to 1"),
+        ({"max_length": 8}, "greater than or equal to 16"),
+        ({"backend": "axolotl"}, "'unsloth' or 'trl'"),
+        ({"lora_rank": 8}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_values_are_refused_with_a_clear_message(kwargs, message):
+    with pytest.raises(ValidationError) as error:
+        FinetuneConfig(**kwargs)
+    assert message in describe_errors(error.value)
+
+
+def test_assignment_is_validated_too():
+    config = FinetuneConfig()
+    with pytest.raises(ValidationError, match="max_steps=0"):
+        config.max_steps = 0
+
+
+def test_describe_errors_names_the_fields():
+    with pytest.raises(ValidationError) as error:
+        FinetuneConfig.model_validate({"lora_r": 0, "bogus": 1})
+    text = describe_errors(error.value)
+    assert text.startswith("lora_r: ") and "bogus: Extra inputs are not permitted" in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    "kwargs, n_examples, steps",
+    [
+        ({}, 16, 6),  # 2 batches of 8 per epoch, 3 epochs
+        ({}, 17, 9),  # a partial last batch is still a step
+        ({"grad_accum": 2}, 16, 3),
+        ({"epochs": 0.5}, 40, 3),
+        ({"max_steps": 4}, 1000, 4),
+    ],
+)
+def test_total_steps_matches_the_trainer_schedule(kwargs, n_examples, steps):
+    assert FinetuneConfig(**kwargs).total_steps(n_examples) == steps

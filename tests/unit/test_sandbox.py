@@ -1,0 +1,249 @@
+"""Tests for sandbox.run_sandboxed: limits, scrubbing, kills and permissions.
+
+Tests that depend on the uid drop (fork bomb, daemon sweep, file permissions)
+are skipped unless running as root; the fork bomb must never run without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox import (
+    SandboxLimits,
+    SandboxResult,
+    SandboxRunner,
+    SubprocessSandbox,
+    run_sandboxed,
+    scrubbed_env,
+)
+
+PY = sys.executable
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs the uid drop (run as root)")
+FAST = SandboxLimits(wall_timeout_s=20)
+
+
+def run_py(code: str, workdir: Path, limits: SandboxLimits = FAST, **kw) -> SandboxResult:
+    return run_sandboxed([PY, "-c", textwrap.dedent(code)], workdir, kw.pop("env", {}), limits, **kw)
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def uid_processes(uid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and alive(int(entry)):
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except FileNotFoundError:
+                continue
+            ruid = next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1]
+            if int(ruid) == uid:
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    wd = tmp_path / "work"
+    wd.mkdir()
+    return wd
+
+
+def test_normal_run_output_and_exit_code(workdir: Path) -> None:
+    res = run_py("""
+        import os, sys
+        print("hello out")
+        print("hello err", file=sys.stderr)
+        open("made.txt", "w").write("x")
+        print("uid", os.getuid())
+        sys.exit(3)
+    """, workdir)
+    assert res.returncode == 3 and not res.ok and not res.timed_out
+    assert "hello out" in res.stdout and res.stderr == "hello err\n"
+    assert not res.output_truncated and res.killed_leftovers == 0
+    assert (workdir / "made.txt").read_text() == "x"
+    if IS_ROOT:
+        assert f"uid {FAST.sandbox_uid()}" in res.stdout
+    assert run_py("print('ok')", workdir).ok
+
+
+def test_env_is_scrubbed(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-planted")
+    res = run_py("import os, json; print(json.dumps(dict(os.environ)))", workdir,
+                 env={"GATEWAY_URL": "http://x"})
+    env = json.loads(res.stdout)
+    assert "OPENAI_API_KEY" not in env and "sk-planted" not in res.stdout
+    assert env["HOME"] == str(workdir.resolve()) and env["GATEWAY_URL"] == "http://x"
+    assert env["PATH"] == f"{Path(PY).parent}:/usr/bin:/bin"
+    expected = {"PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "GATEWAY_URL"}
+    assert set(env) - {"LC_CTYPE"} == expected  # Python's C-locale coercion may add LC_CTYPE
+    assert set(scrubbed_env({"A": "1"})) == expected - {"HOME", "GATEWAY_URL"} | {"A"}
+
+
+def test_timeout_kills_child_and_grandchild(workdir: Path) -> None:
+    res = run_py("""
+        import subprocess, time
+        p = subprocess.Popen(["sleep", "100"])
+        print(p.pid, flush=True)
+        time.sleep(100)
+    """, workdir, SandboxLimits(wall_timeout_s=1.0))
+    assert res.timed_out and not res.ok and res.returncode == -9
+    assert res.wall_s < 5
+    assert res.killed_leftovers >= 1
+    grandchild = int(res.stdout.split()[0])
+    deadline = time.monotonic() + 2
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(grandchild)
+
+
+@needs_root
+def test_double_forked_daemon_is_killed(workdir: Path) -> None:
+    # The daemon leaves the process group and keeps stdout open: only the uid
+    # sweep can find it, and the run must still return promptly.
+    res = run_py("""
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                while True:
+                    with open("beat.txt", "a") as f:
+                        f.write("x")
+                    time.sleep(0.02)
+            os._exit(0)
+        time.sleep(0.3)
+        print("parent exits")
+    """, workdir)
+    assert res.ok and "parent exits" in res.stdout
+    assert res.killed_leftovers >= 1 and res.wall_s < 5
+    beat = workdir / "beat.txt"
+    size = beat.stat().st_size
+    assert size > 0
+    time.sleep(0.3)
+    assert beat.stat().st_size == size
+    assert uid_processes(FAST.sandbox_uid()) == []
+
+
+def test_memory_bomb_fails_without_hurting_parent(workdir: Path) -> None:
+    res = run_py("""
+        try:
+            b = bytearray(10 * 1024**3)
+        except MemoryError:
+            print("MemoryError")
+            raise
+    """, workdir, SandboxLimits(wall_timeout_s=20, memory_mb=512))
+    assert res.returncode == 1 and "MemoryError" in res.stdout and not res.timed_out
+    assert bytearray(64 * 1024 * 1024)  # the parent can still allocate
+
+
+def test_output_bomb_is_truncated_and_killed(workdir: Path) -> None:
+    limits = SandboxLimits(wall_timeout_s=20, output_bytes=10_000)
+    res = run_py("""
+        import sys
+        while True:
+            sys.stdout.write("y" * 999 + "\\n")
+            sys.stderr.write("e" * 99 + "\\n")
+    """, workdir, limits)
+    assert res.output_truncated and not res.timed_out and res.returncode == -9
+    assert len(res.stdout) + len(res.stderr) <= limits.output_bytes
+    assert res.stdout.endswith("y\n") and res.wall_s < 5
+
+
+def test_output_within_limit_is_not_truncated(workdir: Path) -> None:
+    res = run_py("print('z' * 5000)", workdir, SandboxLimits(output_bytes=10_000))
+    assert res.ok and not res.output_truncated and len(res.stdout) == 5001
+
+
+@needs_root
+def test_fork_bomb_is_contained(workdir: Path) -> None:
+    limits = SandboxLimits(wall_timeout_s=2.0, processes=32)
+    # Refuse to start the bomb unless the uid drop and the limit really hold.
+    res = run_py("""
+        import os, resource
+        assert os.getuid() != 0 and os.geteuid() != 0
+        assert resource.getrlimit(resource.RLIMIT_NPROC) == (32, 32)
+        print("guard ok", flush=True)
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                pass
+    """, workdir, limits)
+    assert "guard ok" in res.stdout, res.stderr
+    assert res.timed_out and res.killed_leftovers >= 1
+    assert uid_processes(limits.sandbox_uid()) == []
+    # The bomb's zombies still count against RLIMIT_NPROC until init reaps them;
+    # the next run under the same uid must nevertheless be able to fork.
+    res = run_py("""
+        import os
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+        print("still here")
+    """, workdir, SandboxLimits(wall_timeout_s=20, processes=32))
+    assert res.stdout == "still here\n", res.stderr
+
+
+@needs_root
+def test_private_dir_unreadable_and_readable_paths_read_only(tmp_path: Path, workdir: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "secret.txt").write_text("s3cret")
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "x.txt").write_text("public")
+    os.chmod(data, 0o700)
+    os.chmod(data / "sub" / "x.txt", 0o600)
+    res = run_py(f"""
+        def attempt(label, fn):
+            try:
+                fn()
+                print(label, "ok")
+            except PermissionError:
+                print(label, "PermissionError")
+        attempt("secret", lambda: open({str(private / 'secret.txt')!r}).read())
+        attempt("read", lambda: print(open({str(data / 'sub' / 'x.txt')!r}).read()))
+        attempt("write", lambda: open({str(data / 'new.txt')!r}, "w"))
+        attempt("overwrite", lambda: open({str(data / 'sub' / 'x.txt')!r}, "a"))
+        attempt("workdir", lambda: open("inside.txt", "w").write("w"))
+    """, workdir, readable=[data])
+    lines = res.stdout.splitlines()
+    assert "secret PermissionError" in lines and "s3cret" not in res.stdout
+    assert "public" in lines and "read ok" in lines
+    assert "write PermissionError" in lines and "overwrite PermissionError" in lines
+    assert "workdir ok" in lines
+    assert not (data / "new.txt").exists()
+
+
+def test_readable_inside_workdir_is_rejected(workdir: Path) -> None:
+    with pytest.raises(ValueError):
+        run_py("pass", workdir, readable=[workdir / "sub"])
+
+
+def test_subprocess_sandbox_is_a_runner(workdir: Path) -> None:
+    runner = SubprocessSandbox()
+    assert isinstance(runner, SandboxRunner)
+    assert runner.run([PY, "-c", "print(6 * 7)"], workdir, {}, FAST).stdout == "42\n"
+
+
+def test_limits_validate_and_document() -> None:
+    assert all(f.description for f in SandboxLimits.model_fields.values())
+    with pytest.raises(ValueError):
+        SandboxLimits(uid=0)
+    assert SandboxLimits.model_validate_json(SandboxLimits().model_dump_json()) == SandboxLimits()
