@@ -45,6 +45,7 @@ def child(source: str, threads: int) -> None:
         torch.set_num_threads(threads)
     imports_s = time.perf_counter() - t0
     t0 = time.perf_counter()
+    tokenizer_s = None
     if source == "safetensors":
         model, tokenizer = load_model(safetensors_dir())
     else:
@@ -52,11 +53,14 @@ def child(source: str, threads: int) -> None:
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
         )
+        t1 = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer_s = time.perf_counter() - t1
     load_s = time.perf_counter() - t0
     params = sum(p.numel() for p in model.parameters())
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"source": source, "imports_s": imports_s, "load_s": load_s, "params": params,
+    print(json.dumps({"source": source, "imports_s": imports_s, "load_s": load_s, "tokenizer_s": tokenizer_s,
+                      "params": params,
                       "dtype": str(next(model.parameters()).dtype), "vocab": len(tokenizer), "peak_rss_mb": rss_mb}))
 
 
@@ -99,7 +103,7 @@ def main() -> int:
 
     console = Console()
     if not console.is_terminal:
-        console = Console(width=120)
+        console = Console(width=140)
     results: dict[str, list[dict]] = {s: [] for s in SOURCES}
     for rep in range(reps):
         for source in SOURCES:
@@ -109,7 +113,8 @@ def main() -> int:
                           f"process {r['process_s']:.2f} s[/dim]")
 
     table = Table(title=f"Cold start: model + tokenizer in a fresh process ({reps} reps each)")
-    for col in ("source", "load s (each)", "load s (mean)", "imports s (mean)", "process s (mean)", "peak RSS MB", "dtype"):
+    for col in ("source", "load s (each)", "load s (mean)", "of which tokenizer s", "imports s (mean)",
+                "process s (mean)", "peak RSS MB", "dtype"):
         table.add_column(col, justify="left" if col in ("source", "dtype") else "right")
     mean = {s: statistics.fmean(r["load_s"] for r in results[s]) for s in SOURCES}
     proc = {s: statistics.fmean(r["process_s"] for r in results[s]) for s in SOURCES}
@@ -117,6 +122,7 @@ def main() -> int:
         rs = results[s]
         table.add_row(
             s, ", ".join(f"{r['load_s']:.2f}" for r in rs), f"{mean[s]:.2f}",
+            f"{statistics.fmean(r['tokenizer_s'] for r in rs):.2f}" if rs[0]["tokenizer_s"] is not None else "-",
             f"{statistics.fmean(r['imports_s'] for r in rs):.2f}", f"{proc[s]:.2f}",
             f"{max(r['peak_rss_mb'] for r in rs):.0f}", rs[0]["dtype"],
         )

@@ -15,8 +15,10 @@ loaded `Engine`:
 The gateway's backend is the engine wrapped so that every `generate` call records its batch
 size, which gives the mean batch the batcher actually formed. Tokens/s counts completion tokens.
 One warm-up `generate` (grammar compile, first forward) runs before any timing. With
-`--rounds` > 1 the modes are run again in turn and the best (shortest) wall time of each is kept,
-which evens out load from other processes on a shared machine. On a CPU that other work is
+`--rounds` > 1 the modes are run again, in a rotated order each round; the table shows the best
+(shortest) and the median wall time of each, which evens out load from other processes on a
+shared machine. The HTTP clients are threads of this same process, so they share the CPU (and
+the GIL) with the engine, as they would not in a real run where the agent is another process. On a CPU that other work is
 also using, `--threads 1` avoids torch's thread oversubscription (several times faster there).
 """
 
@@ -189,6 +191,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, help="max_tokens per request (default 24, --quick 16)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients (and raw batch size)")
     parser.add_argument("--windows", default="15", help="comma-separated batch_window_ms values for the concurrent run")
+    parser.add_argument("--seq-window", type=float, default=15.0, help="batch_window_ms for the 1-client run")
     parser.add_argument("--max-batch", type=int, default=16, help="the gateway's max_batch")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every mode this many times, keep the best")
     parser.add_argument("--skip-sequential", action="store_true", help="leave out the 1-client run")
@@ -219,46 +222,65 @@ def main() -> int:
     raw_runs: list[Result] = []
     gw_runs: dict[float, list[Result]] = {w: [] for w in windows}
     seq_runs: list[Result] = []
+    modes: list[tuple[str, float | None]] = [("raw", None)] + [("gw", w) for w in windows]
+    if not args.skip_sequential:
+        modes.append(("seq", args.seq_window))
     for rnd in range(args.rounds):
-        raw_runs.append(run_raw(engine, bodies, args.clients))
-        console.print(f"[dim]round {rnd + 1}: raw {raw_runs[-1].wall_s:.1f} s[/dim]")
-        for w in windows:
-            gw_runs[w].append(run_gateway(engine, bodies, args.clients, w, args.max_batch))
-            r = gw_runs[w][-1]
-            console.print(f"[dim]round {rnd + 1}: {r.mode} {r.wall_s:.1f} s, batches {r.batch_sizes}[/dim]")
-        if not args.skip_sequential:
-            seq_runs.append(run_gateway(engine, bodies, 1, windows[0], args.max_batch))
-            console.print(f"[dim]round {rnd + 1}: gateway x1 {seq_runs[-1].wall_s:.1f} s[/dim]")
+        shift = rnd % len(modes)  # rotate the order so no mode always runs first or last
+        for kind, w in modes[shift:] + modes[:shift]:
+            if kind == "raw":
+                r = run_raw(engine, bodies, args.clients)
+                raw_runs.append(r)
+            elif kind == "gw":
+                r = run_gateway(engine, bodies, args.clients, w, args.max_batch)
+                gw_runs[w].append(r)
+            else:
+                r = run_gateway(engine, bodies, 1, w, args.max_batch)
+                seq_runs.append(r)
+            sizes = f", batches {r.batch_sizes}" if kind == "gw" else ""
+            console.print(f"[dim]round {rnd + 1}: {r.mode} {r.wall_s:.1f} s{sizes}[/dim]")
 
     raw = best(raw_runs)
     gws = [best(gw_runs[w]) for w in windows]
     seq = best(seq_runs) if seq_runs else None
     rows = gws + ([seq] if seq else []) + [raw]
 
-    table = Table(title=f"Gateway throughput: {n} requests (half JSON-schema enum), max_tokens {max_tokens}")
-    for col in ("mode", "wall s", "req/s", "completion tok/s", "mean batch", "batches", "mean latency s", "same text as raw"):
-        table.add_column(col, justify="left" if col == "mode" else "right")
+    table = Table(title=f"Gateway throughput: {n} requests (half JSON-schema enum), max_tokens {max_tokens}; "
+                        f"best of {args.rounds} round(s)")
+    for col in ("mode", "wall s", "median wall s", "req/s", "completion tok/s", "mean batch", "mean batch, all rounds", "batches",
+                "mean latency s", "same text as raw"):
+        table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=col == "mode")
+    every = {id(best(runs)): runs for runs in [raw_runs, seq_runs, *gw_runs.values()] if runs}
     for r in rows:
         same = sum(a == b for a, b in zip(r.texts, raw.texts))
+        pooled = [size for run in every[id(r)] for size in run.batch_sizes]
         table.add_row(
-            r.mode, f"{r.wall_s:.1f}", f"{r.rps:.2f}", f"{r.tps:.1f}", f"{r.mean_batch:.2f}", str(len(r.batch_sizes)),
+            r.mode, f"{r.wall_s:.1f}", f"{statistics.median(x.wall_s for x in every[id(r)]):.1f}", f"{r.rps:.2f}", f"{r.tps:.1f}", f"{r.mean_batch:.2f}",
+            f"{statistics.fmean(pooled):.2f}", str(len(r.batch_sizes)),
             f"{statistics.fmean(r.latencies):.2f}" if r.latencies else "-", f"{same}/{r.n}",
         )
     console.print(table)
 
-    ratios = Table(title="Ratios (req/s; tokens/s ratios differ only if outputs differ)")
-    ratios.add_column("gateway run", justify="left")
-    ratios.add_column(f"x{args.clients} / raw batched", justify="right")
-    ratios.add_column(f"x{args.clients} / sequential", justify="right")
-    for g in gws:
-        ratios.add_row(g.mode, f"{g.rps / raw.rps:.2f}", f"{g.rps / seq.rps:.2f}" if seq else "-")
+    med = lambda runs: statistics.median(r.wall_s for r in runs)  # noqa: E731
+    ratios = Table(title="Ratios of req/s (= ratios of wall time; best run and median over rounds)")
+    ratios.add_column("gateway run", justify="left", no_wrap=True)
+    ratios.add_column(f"x{args.clients} / raw batched: best", justify="right")
+    ratios.add_column("median", justify="right")
+    ratios.add_column(f"x{args.clients} / sequential: best", justify="right")
+    ratios.add_column("median", justify="right")
+    for w, g in zip(windows, gws):
+        ratios.add_row(
+            g.mode, f"{raw.wall_s / g.wall_s:.2f}", f"{med(raw_runs) / med(gw_runs[w]):.2f}",
+            f"{seq.wall_s / g.wall_s:.2f}" if seq else "-", f"{med(seq_runs) / med(gw_runs[w]):.2f}" if seq else "-",
+        )
     console.print(ratios)
 
     if args.json:
         print(json.dumps({
             "requests": n, "max_tokens": max_tokens, "load_s": load_s, "warmup_s": warm_s,
             "runs": [{"mode": r.mode, "wall_s": r.wall_s, "rps": r.rps, "tps": r.tps, "mean_batch": r.mean_batch,
-                      "batch_sizes": r.batch_sizes} for r in rows],
+                      "batch_sizes": r.batch_sizes,
+                      "batch_sizes_all_rounds": [run.batch_sizes for run in every[id(r)]]} for r in rows],
         }))
     return 0
 

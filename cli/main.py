@@ -192,7 +192,7 @@ def cmd_run(args) -> int:
     write_json_atomic(paths.config, cfg.model_dump(mode="json"))
     write_json_atomic(paths.inputs, inputs.model_dump(mode="json"))
     console.print(f"[bold]sia run[/] {escape(run_id)} · task {escape(task)} · policy {inputs.policy} · "
-                  f"{inputs.max_generations} generations" + (f" · limit {inputs.limit}" if inputs.limit else "")
+                  f"{inputs.max_generations} generation{'s' * (inputs.max_generations != 1)}" + (f" · limit {inputs.limit}" if inputs.limit else "")
                   + f" · {escape(str(paths.root))}")
     return drive(paths, cfg, inputs, "meta", args)
 
@@ -267,20 +267,24 @@ def finish_report(paths: RunPaths, values: dict, loop_s: float | None) -> int:
 
 
 def cmd_serve(args) -> int:
+    if args.adapter and not (Path(args.adapter) / "adapter_config.json").exists():
+        raise CLIError(f"--adapter {args.adapter}: no adapter_config.json there (pass a trained LoRA adapter folder).")
     with console.status("loading the embedded model…"):
         from gateway.engine import Engine
         from gateway.model_store import EMBEDDED_MODEL_NAME
         from gateway.server import CallScope, Gateway
 
-        engine = Engine.load(EMBEDDED_MODEL_NAME, adapter=Path(args.adapter) if args.adapter else None)
-    try:
-        gw = Gateway(lambda adapter: engine, ServeLog(), port=args.port, model_name=EMBEDDED_MODEL_NAME).start()
-    except OSError as exc:
-        raise CLIError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}; pick another --port.") from None
+        engines = []
+        try:  # bind first, so a taken port fails before the model loads
+            gw = Gateway(lambda adapter: engines[0], ServeLog(), port=args.port, model_name=EMBEDDED_MODEL_NAME)
+        except OSError as exc:
+            raise CLIError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}; pick another --port.") from None
+        engines.append(Engine.load(EMBEDDED_MODEL_NAME, adapter=Path(args.adapter) if args.adapter else None))
+    gw.start()
     token = gw.issue_token(CallScope("serve", 0, None, purpose="serve"))
     console.print(f"Serving [bold]{EMBEDDED_MODEL_NAME}[/]" + (f" + adapter {escape(args.adapter)}" if args.adapter else "")
                   + f"\n  base URL  [bold]{gw.base_url}[/]\n  API key   [bold]{token}[/]  (valid until this process "
-                  "stops)\n  e.g. OPENAI_BASE_URL=... OPENAI_API_KEY=... any OpenAI client. Ctrl-C stops.")
+                  "stops)\n  Point any OpenAI client at them (OPENAI_BASE_URL, OPENAI_API_KEY). Ctrl-C stops.")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or kill from a script
         signal.signal(sig, lambda *_: stop.set())

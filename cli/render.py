@@ -13,7 +13,7 @@ import time
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 # Piped output (logs, CI) gets room for the tables; a terminal or $COLUMNS decides otherwise.
@@ -99,8 +99,8 @@ class LiveView:
         self.run_id, self.node, self.gen, self.detail = run_id, start_node, generation, ""
         self.errors_seen: set[str] = set()
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
-        self.status = self.progress.add_task("", total=None)
+                                 TextColumn("{task.fields[steps]}"), TimeElapsedColumn(), console=console, transient=True)
+        self.status = self.progress.add_task("", total=None, steps="")
         self.train = None
         self._refresh()
 
@@ -179,7 +179,8 @@ class LiveView:
 
     def _train_bar(self, step: int, total, loss) -> None:
         desc = f"  training gen {self.gen}" + ("" if loss is None else f"  loss {loss:.3f}")
+        steps = f"step {step}/{total or '?'}"
         if self.train is None:
-            self.train = self.progress.add_task(desc, total=total or None, completed=step)
+            self.train = self.progress.add_task(desc, total=total or None, completed=step, steps=steps)
         else:
-            self.progress.update(self.train, description=desc, total=total or None, completed=step)
+            self.progress.update(self.train, description=desc, total=total or None, completed=step, steps=steps)

@@ -69,6 +69,7 @@ class RunConfig(BaseModel):
     scaffold: ScaffoldConfig = Field(default_factory=ScaffoldConfig, description="Scaffold-rewrite settings.")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="Gateway batching.")
     min_improvement: float = Field(0.0, ge=0, description="A candidate must beat the incumbent's selection score by more than this.")
+    report_rejected: bool = Field(False, description="Also score rejected candidates on the feedback and test splits (costs time, changes nothing).")
     rollout_items: int = Field(48, ge=0, description="Training-pool items the incumbent runs on to make fine-tuning data.")
 
     @model_validator(mode="after")

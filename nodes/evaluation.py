@@ -9,6 +9,7 @@ here, in the parent, against labels the child could never open. Results are cach
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -60,7 +61,7 @@ def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit:
         work.mkdir()
         tags = task.write_view(view, {s: rows[s] for s in todo}, pool,
                                salt=f"{run_id}:{candidate.generation}:{purpose}",
-                               prefix=f"g{candidate.generation}{purpose[0]}-")
+                               prefix=f"g{candidate.generation}{purpose[0]}{_digest(todo)}-")
         shutil.copy(candidate.scaffold_path, work / "target_agent.py")
         token = svc.gateway.issue_token(CallScope(run_id, candidate.generation, candidate.adapter, purpose))
         env = {"OPENAI_BASE_URL": svc.gateway.base_url, "OPENAI_API_KEY": token, "SIA_MODEL": svc.config.target.model}
@@ -76,7 +77,7 @@ def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit:
             predictions = {}
             error = f"{exc}; exit code {result.returncode}{' (timed out)' if result.timed_out else ''}: {result.stderr[-500:]}"
         if log_dir is not None:
-            _keep_logs(log_dir, purpose, result, work / "out")
+            _keep_logs(log_dir, f"{purpose}_{'-'.join(todo)}", result, work / "out")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     gold = {(s, r["id"]): r["label"] for s in todo for r in rows[s]}
@@ -95,17 +96,22 @@ def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit:
     return out
 
 
-def _keep_logs(log_dir: Path, purpose: str, result, out: Path) -> None:
+def _digest(splits: list[str]) -> str:
+    """Tells evaluations of one generation apart in item tags without naming their splits."""
+    return hashlib.sha256(",".join(splits).encode()).hexdigest()[:4]
+
+
+def _keep_logs(log_dir: Path, stem: str, result, out: Path) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(log_dir / f"{purpose}_stdout.log", result.stdout)
-    write_text_atomic(log_dir / f"{purpose}_stderr.log", result.stderr)
-    write_json_atomic(log_dir / f"{purpose}_sandbox.json", {
+    write_text_atomic(log_dir / f"{stem}_stdout.log", result.stdout)
+    write_text_atomic(log_dir / f"{stem}_stderr.log", result.stderr)
+    write_json_atomic(log_dir / f"{stem}_sandbox.json", {
         "returncode": result.returncode, "timed_out": result.timed_out, "wall_s": round(result.wall_s, 2),
         "output_truncated": result.output_truncated, "killed_leftovers": result.killed_leftovers})
     for name in ("agent_execution.json", "submission.csv"):
         src = out / name
         if src.is_file() and src.stat().st_size < 50_000_000:
-            shutil.copy(src, log_dir / f"{purpose}_{name}")
+            shutil.copy(src, log_dir / f"{stem}_{name}")
 
 
 def items_jsonl(items: list[dict]) -> str:

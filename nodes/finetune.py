@@ -12,7 +12,6 @@ import json
 from checkpoints.paths import write_json_atomic, write_text_atomic
 from finetune.records import sft_rows
 from finetune.trainer import TrainingFailed
-from gateway.model_store import safetensors_dir
 from graph.context import services
 from graph.state import Candidate, FinetuneState, GenerationResult
 from nodes.common import emit, load_task
@@ -22,7 +21,7 @@ from nodes.task import accepts
 
 def _failed(state: FinetuneState, svc, note: str, selection: float | None = None) -> dict:
     gen = state.generation + 1
-    result = GenerationResult(generation=gen, lever="weights", adapter=None, feedback=None, selection=selection,
+    result = GenerationResult(generation=gen, lever="weights", adapter=state.adapter_dir, feedback=None, selection=selection,
                               test=None, accepted=False, note=note[:300],
                               wall_s=round(svc.clock() - (state.lever_started or svc.clock()), 1))
     return {"generation": gen, "candidate": None, "pending_result": result,
@@ -51,7 +50,7 @@ def train_adapter(state: FinetuneState, runtime) -> dict:
     svc = services(runtime, state.run_id)
     out = svc.paths.adapter(state.generation + 1)
     try:
-        summary = svc.trainer.train(out / "dataset.jsonl", safetensors_dir(), out, svc.config.finetune,
+        summary = svc.trainer.train(out / "dataset.jsonl", svc.base_model(), out, svc.config.finetune,
                                     on_event=lambda e: emit({"generation": state.generation + 1, **e}))
     except TrainingFailed as exc:
         return _failed(state, svc, f"training failed: {exc.reason} (log: {exc.log_path})")

@@ -14,7 +14,7 @@ META_USER = """# Task description
 {reference}
 ```"""
 
-EDIT_SYSTEM = """You improve a task agent by choosing one edit from a menu. Reply with JSON {{"edit": "<id>"}}."""
+EDIT_SYSTEM = """You improve a task agent by choosing one edit from a menu. Reply with JSON {"edit": "<id>"}."""
 
 EDIT_USER = """Task: {task}
 Diagnosis of the current agent: {diagnosis}
@@ -24,7 +24,7 @@ Menu of edits (id: what it does):
 FEEDBACK_SYSTEM = """You are the Feedback-Agent of a self-improving AI system. You read how the current task
 agent did on the feedback items and the history of generations, write a short diagnosis, and choose
 the next lever: "scaffold" (rewrite the agent's code and prompts), "weights" (fine-tune the target
-model with LoRA on the rewarded outputs) or "stop". Reply with JSON {{"diagnosis": "...", "lever": "..."}}."""
+model with LoRA on the rewarded outputs) or "stop". Reply with JSON {"diagnosis": "...", "lever": "..."}."""
 
 FEEDBACK_USER = """Task: {task}
 Weights lever available: {weights_available}

@@ -15,6 +15,7 @@ from typing import Callable
 from checkpoints.paths import RunPaths
 from checkpoints.rundb import RunDB
 from finetune.trainer import SubprocessTrainer, Trainer
+from gateway.model_store import safetensors_dir
 from gateway.server import Backend, CallScope, Gateway
 from graph.config import RoleConfig, RunConfig
 from nodes.llm import RoleLLM, chat_model
@@ -49,6 +50,7 @@ class Services:
     backend_for: Callable[[str | None], Backend]
     llm_override: dict[str, RoleLLM] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    base_model: Callable[[], Path] = safetensors_dir
     _gateway: Gateway | None = None
 
     @property

@@ -1,7 +1,8 @@
-"""task: the Task Agent runs the candidate on the feedback, selection and private test
-splits; keep-best decides on the selection score alone whether it replaces the incumbent.
-
-The test score is stored and reported, never used to decide and never put in a prompt."""
+"""task: the Task Agent runs the candidate on the selection split; keep-best decides on that
+score alone whether it replaces the incumbent. An accepted candidate then runs on the feedback
+split (whose per-item results the Feedback-Agent reads) and the private test split (stored
+and reported, never used to decide, never put in a prompt). A rejected candidate is scored on
+those too only with `report_rejected`, since neither score could change anything."""
 
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ def task(state: SIAState, runtime) -> dict:
     cand = state.candidate
     task_ = load_task(state)
     gen_dir = svc.paths.gen(cand.generation)
-    scores = evaluate(svc, task_, cand, ["feedback", "selection", "test"], limit=state.limit,
-                      log_dir=gen_dir, emit=emit)
-    fb, sel, test = (scores[s].score for s in ("feedback", "selection", "test"))
+    scores = evaluate(svc, task_, cand, ["selection"], limit=state.limit, log_dir=gen_dir, emit=emit)
+    sel = scores["selection"].score
     accepted = accepts(sel, state.incumbent_selection, svc.config.min_improvement)
+    if accepted or svc.config.report_rejected:
+        scores.update(evaluate(svc, task_, cand, ["feedback", "test"], limit=state.limit, log_dir=gen_dir, emit=emit))
+    fb, test = (scores[s].score if s in scores else None for s in ("feedback", "test"))
     wall = svc.clock() - (state.lever_started or svc.clock())
     result = GenerationResult(generation=cand.generation, lever=cand.lever, adapter=cand.adapter, feedback=fb,
                               selection=sel, test=test, accepted=accepted, wall_s=round(wall, 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from gateway.model_store import cache_dir
@@ -9,6 +10,8 @@ from tasks.base import Task, TaskError
 from tasks.lawbench_mini.prepare import prepare as prepare_lawbench_mini
 
 BUILTIN = {"lawbench-mini": prepare_lawbench_mini}
+# The packaged reference agent of a built-in task, re-copied on use so an upgrade takes effect.
+REFERENCE_AGENTS = {"lawbench-mini": Path(__file__).parent / "lawbench_mini" / "reference_agent.py"}
 
 
 def resolve_task(name_or_dir: str) -> Task:
@@ -21,4 +24,7 @@ def resolve_task(name_or_dir: str) -> Task:
     dest = cache_dir() / "tasks" / name_or_dir
     if not (dest / "task.md").exists():
         BUILTIN[name_or_dir](dest)
+    packaged, prepared = REFERENCE_AGENTS[name_or_dir], dest / "reference" / "target_agent.py"
+    if not prepared.exists() or prepared.read_bytes() != packaged.read_bytes():
+        shutil.copy(packaged, prepared)
     return Task.load(dest)

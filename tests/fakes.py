@@ -12,8 +12,7 @@ The public API (everything else here is a detail):
 - `fake_model_cache(root)`: a SIA cache dir with a placeholder embedded model, so
   `gateway.model_store.safetensors_dir()` (called by the train_adapter node) never downloads.
   Point `SIA_CACHE_DIR` at it (e.g. `monkeypatch.setenv`) in any test that reaches the weights lever.
-- `fake_config(tmp_path, **updates)` (sandbox uid from `sandbox_uid()`, not the shared default),
-  `fake_services(...)`, `shutdown(services)`, `prompts_sent(services)`.
+- `fake_config(tmp_path, **updates)`, `fake_services(...)`, `shutdown(services)`, `prompts_sent(services)`.
 - `run_graph(services, inputs, checkpointer=None, trace=None)`: run the real graph with these
   services to the end; returns the final state values (and appends the nodes run to `trace`).
 
@@ -213,20 +212,13 @@ def _merge(base: dict, updates: dict) -> dict:
     return out
 
 
-def sandbox_uid() -> int:
-    """The sandbox uid for this process: $SIA_FAKE_SANDBOX_UID, else 62000 + pid % 3000.
-
-    Not the default 61000: the runner kills every process of its uid before and after each run,
-    so test sessions (or runs) sharing a uid in different processes kill each other's agents."""
-    return int(os.environ.get("SIA_FAKE_SANDBOX_UID") or 62000 + os.getpid() % 3000)
-
-
 def fake_config(tmp_path: Path, **updates) -> RunConfig:
     """RunConfig for fake runs: runs_dir=tmp_path/runs, rollout_items=6, quick sandbox limits
-    (wall_timeout_s=60, memory_mb=1024, uid=sandbox_uid()). `updates` are RunConfig fields;
+    (wall_timeout_s=60, memory_mb=1024; the sandbox uid stays the per-process default, never a
+    uid shared with other processes, whose sweeps would kill our agents). `updates` are RunConfig fields;
     dict values merge into nested sections, e.g. `fake_config(tmp, finetune={"min_examples": 1000})`."""
     base = RunConfig(runs_dir=Path(tmp_path) / "runs", rollout_items=6).model_dump()
-    base["sandbox"].update(wall_timeout_s=60, memory_mb=1024, uid=sandbox_uid())
+    base["sandbox"].update(wall_timeout_s=60, memory_mb=1024)
     return RunConfig.model_validate(_merge(base, updates))
 
 

@@ -19,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 SCAFFOLD = {
     "instruction": "You are a legal assistant. Read the Chinese criminal case and answer with the charge (罪名).",
-    "text_chars": 100,
+    "text_chars": 80,
     "fixed_shots": 0,
     "retrieved_shots": 0,
-    "shot_chars": 60,
+    "shot_chars": 50,
     "list_labels": False,
     "constrain_output": True,
     "votes": 1,

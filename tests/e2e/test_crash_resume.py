@@ -76,7 +76,7 @@ def test_kill_inside_node_then_resume(tmp_path, reference, where):
     # generation 1 (meta + its evaluation) finished before the kill: not redone
     assert sum(e == "llm meta EditChoice" for e in after) == 0
     assert sum(e == "sandbox g1" for e in after) == 0
-    assert sum(e == "sandbox g1" for e in before) == 1
+    assert sum(e == "sandbox g1" for e in before) == 2  # selection, then feedback + test
     if where == "task":  # the scaffold was accepted before the kill: no new proposal
         assert not any(e == "llm feedback EditChoice" for e in after)
 

@@ -239,3 +239,11 @@ def test_live_view_tracks_generation_and_node():
     assert view.progress.tasks[view.train].completed == 2
     view.handle((), "updates", {"finetune": {"generation": 2}})
     assert view.node == "task"
+
+
+def test_ctrl_c_keeps_the_run_resumable(capsys, tmp_path, monkeypatch):
+    use_graph(monkeypatch, FakeGraph(SCRIPT[:3], {}, error=KeyboardInterrupt()))
+    code, _, err = run_cli(capsys, "run", "--task", "lawbench-mini", "--run-id", "r3", "--runs-dir", str(tmp_path))
+    err = " ".join(err.split())  # rich wraps long paragraphs
+    assert code == 130 and "Interrupted" in err and f"sia resume r3 --runs-dir {tmp_path}" in err
+    assert not (tmp_path / "r3" / "sia.pid").exists()

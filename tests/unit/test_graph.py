@@ -224,13 +224,10 @@ def test_training_failure_stops_finetune(tmp_path, task_dir):
     assert out["incumbent"].generation == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: score_adapter and the task node both evaluate generation N with purpose 'task', so their "
-    "item tags (gN t-qXXXXX) collide and finetune.records.sft_rows joins a selection item's call to a "
-    "feedback item's result; see the report on nodes/evaluation.py / nodes/finetune.py"))
 def test_selection_items_never_reach_training_data_after_a_promoted_adapter(tmp_path, task_dir):
-    svc, out, trace = run(tmp_path, task_dir, [decide("weights"), decide("weights")], max_generations=3,
-                          adapter_helps=True)
+    """Regression: score_adapter and the task node both evaluate generation N with purpose 'task'; their
+    item tags must differ, or sft_rows joins a selection item's call to a feedback item's result."""
+    svc, out, trace = run(tmp_path, task_dir, [decide("weights"), decide("weights")], max_generations=3)
     assert out["history"][1].accepted  # gen 2's adapter promoted: its selection calls carry gen-2 task tags
     data = dataset_texts(svc, 3)
     splits = Task.load(task_dir).splits()

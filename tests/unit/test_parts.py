@@ -16,10 +16,12 @@ from finetune.records import gold_completion, sft_rows
 from gateway.server import CallScope, Gateway, MemoryRecorder, ModelCall
 from graph.config import RoleConfig, RunConfig
 from graph.state import GenerationResult, SIAState
+from nodes import prompts
 from nodes.edits import LIBRARY, apply_edit, available_edits, scaffold_settings
+from nodes.meta import choose_edit
 from nodes.policies import POLICIES, choose_lever
 from tasks.base import Task, TaskError
-from tests.fakes import REFERENCE_AGENT, fake_backends, make_tiny_task
+from tests.fakes import REFERENCE_AGENT, fake_backends, make_tiny_task, scripted_llm
 
 REFERENCE = REFERENCE_AGENT.read_text()
 
@@ -56,6 +58,13 @@ def test_scaffold_without_a_literal_gives_no_edits(code):
 def test_edits_keep_value_types():
     assert available_edits("SCAFFOLD = {'retrieved_shots': '0', 'votes': 1}\n", []) == [
         e for e in LIBRARY if e.id == "votes-3"]
+
+
+def test_prompts_reach_the_model_without_format_escapes():
+    llm = scripted_llm([json.dumps({"edit": "none"})])
+    assert choose_edit(llm, "t", REFERENCE, [], "d", allow_none=True) is None
+    assert '{"edit": "<id>"}' in llm.chat.prompts[0] and "{{" not in llm.chat.prompts[0]
+    assert not [p for p in (prompts.FEEDBACK_SYSTEM, prompts.REWRITE_SYSTEM, prompts.META_SYSTEM) if "{{" in p]
 
 
 # --- nodes/policies.py ------------------------------------------------------------------------
