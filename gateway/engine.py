@@ -9,36 +9,12 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import transformers
 
-
-@dataclass
-class ChatRequest:
-    """One chat completion request as the engine sees it."""
-
-    messages: list[dict]
-    max_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
-    json_schema: dict | None = None
-    seed: int | None = None
-
-    def sampling_key(self) -> tuple:
-        """Requests with equal keys can share one `generate` call."""
-        return (self.temperature > 0, round(self.temperature, 3), round(self.top_p, 3), self.seed)
-
-
-@dataclass
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str = "stop"
-    extra: dict = field(default_factory=dict)
+from gateway.protocol import ChatRequest, Completion
 
 
 class _GrammarMask(transformers.LogitsProcessor):

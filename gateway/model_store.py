@@ -81,8 +81,22 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def quiet_libraries() -> None:
+    """Silence import-time and tokenizer warnings that would break a live terminal display."""
+    import logging
+    import warnings
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*clean_up_tokenization_spaces.*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def load_model(path: Path | None = None, adapter: Path | None = None):
     """Load model + tokenizer from the safetensors cache (or `path`), with an optional LoRA adapter."""
+    quiet_libraries()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Protocol
 
-from gateway.engine import ChatRequest, Completion
+from gateway.protocol import ChatRequest, Completion
 
 
 @dataclass

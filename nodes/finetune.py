@@ -31,6 +31,7 @@ def _failed(state: FinetuneState, svc, note: str, selection: float | None = None
 def build_dataset(state: FinetuneState, runtime) -> dict:
     svc = services(runtime, state.run_id)
     gen = state.generation + 1
+    emit({"event": "generation", "generation": gen, "lever": "weights", "rationale": "LoRA on rewarded records"})
     task = load_task(state)
     if svc.config.rollout_items:
         rollout = state.incumbent.model_copy(update={"generation": gen})

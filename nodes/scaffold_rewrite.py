@@ -78,6 +78,7 @@ def accept_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
     cand = write_scaffold(svc, gen, state.proposal, "scaffold", state.proposal_rationale, state.incumbent.adapter,
                           parent, improvement)
     tried = state.tried + ([state.proposal_edit] if state.proposal_edit and state.proposal_edit not in state.tried else [])
+    emit({"event": "generation", "generation": gen, "lever": "scaffold", "rationale": state.proposal_rationale})
     return {"generation": gen, "candidate": cand, "tried": tried}
 
 

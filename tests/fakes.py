@@ -38,7 +38,7 @@ from langchain_core.messages import AIMessage
 from pydantic import Field
 
 from finetune.trainer import SUMMARY_NAME, TrainingFailed
-from gateway.engine import ChatRequest, Completion
+from gateway.protocol import ChatRequest, Completion
 from gateway.model_store import EMBEDDED_MODEL_NAME
 from graph.config import RunConfig
 from nodes.llm import RoleLLM
