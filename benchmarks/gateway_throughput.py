@@ -13,13 +13,15 @@ loaded `Engine`:
   raw         `Engine.generate` on consecutive batches of 8 (no HTTP, no batcher).
 
 The gateway's backend is the engine wrapped so that every `generate` call records its batch
-size, which gives the mean batch the batcher actually formed. Tokens/s counts completion tokens.
+size and duration: the mean batch the batcher actually formed, and how much of the wall time was
+spent inside `generate` (the rest is HTTP, batch windows and waiting). Tokens/s counts completion tokens.
 One warm-up `generate` (grammar compile, first forward) runs before any timing. With
 `--rounds` > 1 the modes are run again, in a rotated order each round; the table shows the best
 (shortest) and the median wall time of each, which evens out load from other processes on a
 shared machine. The HTTP clients are threads of this same process, so they share the CPU (and
-the GIL) with the engine, as they would not in a real run where the agent is another process. On a CPU that other work is
-also using, `--threads 1` avoids torch's thread oversubscription (several times faster there).
+the GIL) with the engine, as they would not in a real run where the agent is another process.
+On a CPU that other work is also using, `--threads 1` avoids torch's thread oversubscription
+(with the default one thread per core, generate ran 5 to 25 times slower there).
 """
 
 from __future__ import annotations
@@ -101,12 +103,17 @@ class CountingBackend:
     def __init__(self, engine: Engine):
         self.engine, self.name = engine, engine.name
         self.batch_sizes: list[int] = []
+        self.generate_s = 0.0
         self._lock = threading.Lock()
 
     def generate(self, batch: list[ChatRequest]) -> list[Completion]:
-        with self._lock:
-            self.batch_sizes.append(len(batch))
-        return self.engine.generate(batch)
+        started = time.perf_counter()
+        try:
+            return self.engine.generate(batch)
+        finally:
+            with self._lock:
+                self.batch_sizes.append(len(batch))
+                self.generate_s += time.perf_counter() - started
 
 
 @dataclass
@@ -116,6 +123,7 @@ class Result:
     texts: list[str]
     completion_tokens: int
     batch_sizes: list[int]
+    generate_s: float
     latencies: list[float] = field(default_factory=list)
 
     @property
@@ -163,6 +171,7 @@ def run_gateway(engine: Engine, bodies: list[dict], clients: int, window_ms: flo
         texts=[p["choices"][0]["message"]["content"] for p, _ in outs],
         completion_tokens=sum(p["usage"]["completion_tokens"] for p, _ in outs),
         batch_sizes=backend.batch_sizes,
+        generate_s=backend.generate_s,
         latencies=[lat for _, lat in outs],
     )
 
@@ -177,7 +186,8 @@ def run_raw(engine: Engine, bodies: list[dict], batch: int) -> Result:
         for out in engine.generate(chunk):
             texts.append(out.text)
             tokens += out.completion_tokens
-    return Result(f"raw generate (batch {batch})", time.perf_counter() - started, texts, tokens, sizes)
+    wall = time.perf_counter() - started
+    return Result(f"raw generate (batch {batch})", wall, texts, tokens, sizes, wall)
 
 
 def best(results: list[Result]) -> Result:
@@ -193,7 +203,7 @@ def main() -> int:
     parser.add_argument("--windows", default="15", help="comma-separated batch_window_ms values for the concurrent run")
     parser.add_argument("--seq-window", type=float, default=15.0, help="batch_window_ms for the 1-client run")
     parser.add_argument("--max-batch", type=int, default=16, help="the gateway's max_batch")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat every mode this many times, keep the best")
+    parser.add_argument("--rounds", type=int, default=1, help="run every mode this many times (best and median shown)")
     parser.add_argument("--skip-sequential", action="store_true", help="leave out the 1-client run")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default: torch's own choice, one per core)")
@@ -247,16 +257,17 @@ def main() -> int:
 
     table = Table(title=f"Gateway throughput: {n} requests (half JSON-schema enum), max_tokens {max_tokens}; "
                         f"best of {args.rounds} round(s)")
-    for col in ("mode", "wall s", "median wall s", "req/s", "completion tok/s", "mean batch", "mean batch, all rounds", "batches",
-                "mean latency s", "same text as raw"):
+    for col in ("mode", "wall s", "median wall s", "req/s", "completion tok/s", "mean batch", "mean batch, all rounds",
+                "batches", "in generate s", "mean latency s", "same text as raw"):
         table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=col == "mode")
     every = {id(best(runs)): runs for runs in [raw_runs, seq_runs, *gw_runs.values()] if runs}
     for r in rows:
         same = sum(a == b for a, b in zip(r.texts, raw.texts))
         pooled = [size for run in every[id(r)] for size in run.batch_sizes]
         table.add_row(
-            r.mode, f"{r.wall_s:.1f}", f"{statistics.median(x.wall_s for x in every[id(r)]):.1f}", f"{r.rps:.2f}", f"{r.tps:.1f}", f"{r.mean_batch:.2f}",
-            f"{statistics.fmean(pooled):.2f}", str(len(r.batch_sizes)),
+            r.mode, f"{r.wall_s:.1f}", f"{statistics.median(x.wall_s for x in every[id(r)]):.1f}",
+            f"{r.rps:.2f}", f"{r.tps:.1f}", f"{r.mean_batch:.2f}",
+            f"{statistics.fmean(pooled):.2f}", str(len(r.batch_sizes)), f"{r.generate_s:.1f}",
             f"{statistics.fmean(r.latencies):.2f}" if r.latencies else "-", f"{same}/{r.n}",
         )
     console.print(table)
@@ -279,7 +290,7 @@ def main() -> int:
         print(json.dumps({
             "requests": n, "max_tokens": max_tokens, "load_s": load_s, "warmup_s": warm_s,
             "runs": [{"mode": r.mode, "wall_s": r.wall_s, "rps": r.rps, "tps": r.tps, "mean_batch": r.mean_batch,
-                      "batch_sizes": r.batch_sizes,
+                      "generate_s": r.generate_s, "batch_sizes": r.batch_sizes,
                       "batch_sizes_all_rounds": [run.batch_sizes for run in every[id(r)]]} for r in rows],
         }))
     return 0

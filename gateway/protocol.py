@@ -18,7 +18,9 @@ class ChatRequest:
 
     def sampling_key(self) -> tuple:
         """Requests with equal keys can share one `generate` call."""
-        return (self.temperature > 0, round(self.temperature, 3), round(self.top_p, 3), self.seed)
+        if self.temperature <= 0:  # greedy: seed and top_p change nothing
+            return (False,)
+        return (True, round(self.temperature, 3), round(self.top_p, 3), self.seed)
 
 
 @dataclass
