@@ -64,7 +64,7 @@ class RunConfig(BaseModel):
     feedback: RoleConfig = Field(default_factory=RoleConfig, description="The Feedback-Agent's model (diagnoses, picks levers, rewrites).")
     target: RoleConfig = Field(default_factory=RoleConfig, description="The target model the task agent calls.")
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits, description="Limits for every generated agent run.")
-    finetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=1, save_steps=4, max_length=1024),
+    finetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=1, save_steps=4, max_length=1024, learning_rate=3e-4),
                                      description="LoRA training settings for the weights lever.")
     scaffold: ScaffoldConfig = Field(default_factory=ScaffoldConfig, description="Scaffold-rewrite settings.")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="Gateway batching.")

@@ -25,6 +25,8 @@ LIBRARY: list[ScaffoldEdit] = [
                  description="few-shot: add the 2 most similar training cases (retrieved nearest neighbours) with their labels"),
     ScaffoldEdit(id="retrieved-shots-4", key="retrieved_shots", value=4,
                  description="few-shot: add the 4 most similar training cases with their labels"),
+    ScaffoldEdit(id="retrieved-shots-1", key="retrieved_shots", value=1,
+                 description="few-shot: only the single most similar training case, so the answer follows its nearest neighbour"),
     ScaffoldEdit(id="fixed-shots-4", key="fixed_shots", value=4,
                  description="few-shot: add 4 fixed training examples covering different labels"),
     ScaffoldEdit(id="list-labels", key="list_labels", value=True,
