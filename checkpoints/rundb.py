@@ -45,8 +45,6 @@ class RunDB:
                 "train_loss": float, "selection": float, "promoted": int, "backend": str, "created": float},
                 pk=("run_id", "version"), if_not_exists=True)
             self.db["rejected_requests"].create({"reason": str, "path": str, "created": float}, if_not_exists=True)
-            self.db["events"].create({"run_id": str, "generation": int, "kind": str, "detail": str, "created": float},
-                                     if_not_exists=True)
             self.db["model_calls"].create_index(["run_id", "item"], if_not_exists=True)
 
     # gateway Recorder protocol
@@ -64,11 +62,6 @@ class RunDB:
     def record_rejected(self, reason: str, path: str) -> None:
         with self.lock:
             self.db["rejected_requests"].insert({"reason": reason, "path": path, "created": time.time()})
-
-    def event(self, run_id: str, generation: int, kind: str, detail: str) -> None:
-        with self.lock:
-            self.db["events"].insert({"run_id": run_id, "generation": generation, "kind": kind,
-                                      "detail": detail, "created": time.time()})
 
     def save_items(self, rows: list[dict]) -> None:
         with self.lock:
@@ -91,12 +84,3 @@ class RunDB:
     def save_adapter(self, row: dict) -> None:
         with self.lock:
             self.db["adapters"].upsert(dict(row, created=time.time()), pk=("run_id", "version"))
-
-    def calls_for_items(self, run_id: str, purpose: str) -> list[dict]:
-        with self.lock:
-            return list(self.db["model_calls"].rows_where("run_id = ? and purpose = ? and item is not null",
-                                                          [run_id, purpose], order_by="id"))
-
-    def rejected_count(self) -> int:
-        with self.lock:
-            return self.db["rejected_requests"].count

@@ -73,7 +73,7 @@ class RunConfig(BaseModel):
     rollout_items: int = Field(48, ge=0, description="Training-pool items the incumbent runs on to make fine-tuning data.")
 
     @model_validator(mode="after")
-    def _weights_need_embedded_target(self) -> "RunConfig":
+    def _target_writes_no_code(self) -> "RunConfig":
         if self.target.can_write_code:
             raise ValueError("target.can_write_code is meaningless: the target model is called by the agent, it writes nothing")
         return self

@@ -29,20 +29,15 @@ class SplitScore:
     items: list[dict]
 
 
-def _rows_for(task: Task, split: str, limit: int | None, rollout_items: int) -> list[dict]:
-    splits = task.splits(limit)
-    if split == "rollout":
-        return splits["pool"][:rollout_items]
-    return splits[split]
-
-
 def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit: int | None = None,
              purpose: str = "task", log_dir: Path | None = None, rows_override: dict | None = None,
              emit=lambda event: None) -> dict[str, SplitScore]:
     """Scores of `candidate` on each split in `splits` (cached per scaffold/adapter/split)."""
     run_id = svc.paths.run_id
     out: dict[str, SplitScore] = {}
-    rows = {s: (rows_override or {}).get(s) or _rows_for(task, s, limit, svc.config.rollout_items) for s in splits}
+    task_splits = task.splits(limit)
+    task_splits["rollout"] = task_splits["pool"][: svc.config.rollout_items]
+    rows = {s: (rows_override or {}).get(s) or task_splits[s] for s in splits}
     todo = []
     for split in splits:
         cached = [] if rows_override else svc.db.cached_items(run_id, candidate.scaffold_sha, candidate.adapter, split)
@@ -54,7 +49,7 @@ def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit:
         return out
     emit({"event": "rollout", "generation": candidate.generation, "splits": todo,
           "items": sum(len(rows[s]) for s in todo)})
-    pool = task.splits(limit)["pool"]
+    pool = task_splits["pool"]
     scratch = Path(tempfile.mkdtemp(prefix=f"sia-{run_id}-g{candidate.generation}-"))
     try:
         view, work = scratch / "input", scratch / "work"
