@@ -8,7 +8,7 @@ import hashlib
 from pathlib import Path
 
 from checkpoints.paths import write_text_atomic
-from graph.state import Candidate
+from graph.state import Candidate, GenerationResult
 from tasks.registry import resolve_task
 
 
@@ -43,6 +43,21 @@ def write_scaffold(svc, generation: int, code: str, lever: str, rationale: str, 
     write_text_atomic(gen_dir / "improvement.md", improvement)
     return Candidate(generation=generation, lever=lever, scaffold_path=str(path), scaffold_sha=sha(code),
                      adapter=adapter, rationale=rationale)
+
+
+def elapsed(svc, state) -> float:
+    """Seconds since the current lever (or generation 1) started."""
+    return round(svc.clock() - (state.lever_started or svc.clock()), 1)
+
+
+def lever_failed(svc, state, lever: str, adapter: str | None, note: str, error: str,
+                 selection: float | None = None) -> dict:
+    """The update for a lever that produced no candidate: the task node records `pending_result`."""
+    gen = state.generation + 1
+    result = GenerationResult(generation=gen, lever=lever, adapter=adapter, feedback=None, selection=selection,
+                              test=None, accepted=False, wall_s=elapsed(svc, state), note=note[:300])
+    return {"generation": gen, "candidate": None, "pending_result": result,
+            "errors": state.errors + [f"gen {gen} {error}"]}
 
 
 def failures_text(items: list[dict], limit: int = 12) -> str:

@@ -13,19 +13,14 @@ from checkpoints.paths import write_json_atomic, write_text_atomic
 from finetune.records import sft_rows
 from finetune.trainer import TrainingFailed
 from graph.context import services
-from graph.state import Candidate, FinetuneState, GenerationResult
-from nodes.common import emit, load_task
+from graph.state import Candidate, FinetuneState
+from nodes.common import emit, lever_failed, load_task
 from nodes.evaluation import evaluate
 from nodes.task import accepts
 
 
 def _failed(state: FinetuneState, svc, note: str, selection: float | None = None) -> dict:
-    gen = state.generation + 1
-    result = GenerationResult(generation=gen, lever="weights", adapter=state.adapter_dir, feedback=None, selection=selection,
-                              test=None, accepted=False, note=note[:300],
-                              wall_s=round(svc.clock() - (state.lever_started or svc.clock()), 1))
-    return {"generation": gen, "candidate": None, "pending_result": result,
-            "errors": state.errors + [f"gen {gen} finetune: {note}"]}
+    return lever_failed(svc, state, "weights", state.adapter_dir, note, f"finetune: {note}", selection)
 
 
 def build_dataset(state: FinetuneState, runtime) -> dict:

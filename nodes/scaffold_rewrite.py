@@ -9,10 +9,10 @@ from __future__ import annotations
 import ast
 
 from graph.context import services
-from graph.state import Candidate, GenerationResult, ScaffoldRewriteState
+from graph.state import Candidate, ScaffoldRewriteState
 from nodes import prompts
-from nodes.common import emit, failures_text, load_task, read, sha, write_scaffold
-from nodes.edits import LIBRARY, apply_edit
+from nodes.common import emit, failures_text, lever_failed, load_task, read, sha, write_scaffold
+from nodes.edits import apply_edit
 from nodes.evaluation import evaluate
 from nodes.llm import LLMOutputError
 from nodes.meta import choose_edit
@@ -83,15 +83,7 @@ def accept_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
 
 
 def give_up_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
-    gen = state.generation + 1
     svc = services(runtime, state.run_id)
     reason = state.last_error or "no valid proposal"
-    result = GenerationResult(generation=gen, lever="scaffold", adapter=state.incumbent.adapter, feedback=None,
-                              selection=None, test=None, accepted=False,
-                              wall_s=round(svc.clock() - (state.lever_started or svc.clock()), 1),
-                              note=f"rewrite failed after {state.attempts - 1} attempts: {reason}"[:300])
-    return {"generation": gen, "candidate": None, "pending_result": result,
-            "errors": state.errors + [f"gen {gen} scaffold_rewrite: {reason}"]}
-
-
-__all__ = ["propose_scaffold", "validate_scaffold", "accept_scaffold", "give_up_scaffold", "LIBRARY"]
+    return lever_failed(svc, state, "scaffold", state.incumbent.adapter,
+                        f"rewrite failed after {state.attempts - 1} attempts: {reason}", f"scaffold_rewrite: {reason}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from checkpoints.paths import write_json_atomic, write_text_atomic
 from graph.context import services
 from graph.state import GenerationResult, SIAState
-from nodes.common import emit, load_task
+from nodes.common import elapsed, emit, load_task
 from nodes.evaluation import evaluate, items_jsonl
 
 
@@ -32,9 +32,8 @@ def task(state: SIAState, runtime) -> dict:
     if accepted or svc.config.report_rejected:
         scores.update(evaluate(svc, task_, cand, ["feedback", "test"], limit=state.limit, log_dir=gen_dir, emit=emit))
     fb, test = (scores[s].score if s in scores else None for s in ("feedback", "test"))
-    wall = svc.clock() - (state.lever_started or svc.clock())
     result = GenerationResult(generation=cand.generation, lever=cand.lever, adapter=cand.adapter, feedback=fb,
-                              selection=sel, test=test, accepted=accepted, wall_s=round(wall, 1),
+                              selection=sel, test=test, accepted=accepted, wall_s=elapsed(svc, state),
                               note=cand.rationale[:120])
     svc.db.save_generation({"run_id": state.run_id, **result.model_dump(), "scaffold_sha": cand.scaffold_sha})
     write_json_atomic(gen_dir / "results.json", {

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from gateway.model_store import cache_dir
 from tasks.base import Task, TaskError
+from tasks.lawbench_mini.prepare import REFERENCE_AGENT as LAWBENCH_MINI_AGENT
 from tasks.lawbench_mini.prepare import prepare as prepare_lawbench_mini
 
 BUILTIN = {"lawbench-mini": prepare_lawbench_mini}
 # The packaged reference agent of a built-in task, re-copied on use so an upgrade takes effect.
-REFERENCE_AGENTS = {"lawbench-mini": Path(__file__).parent / "lawbench_mini" / "reference_agent.py"}
+REFERENCE_AGENTS = {"lawbench-mini": LAWBENCH_MINI_AGENT}
 
 
 def resolve_task(name_or_dir: str) -> Task:

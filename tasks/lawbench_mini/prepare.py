@@ -25,6 +25,7 @@ PREFIX = "sia/tasks/lawbench/data/"
 N_LABELS, TEXT_CHARS = 12, 150
 _CLAUSE = re.compile(r"(指控|查明)[，,:：]?")
 HERE = Path(__file__).parent
+REFERENCE_AGENT = HERE / "reference_agent.py"
 
 
 def _trim(text: str) -> str:
@@ -63,7 +64,7 @@ def prepare(dest: Path) -> Path:
     os.chmod(tmp / "data/private", 0o700)
     (tmp / "data/public/classes.json").write_text(json.dumps(labels, ensure_ascii=False, indent=1), encoding="utf-8")
     (tmp / "reference").mkdir()
-    shutil.copy(HERE / "reference_agent.py", tmp / "reference/target_agent.py")
+    shutil.copy(REFERENCE_AGENT, tmp / "reference/target_agent.py")
     shutil.copy(HERE / "task.md", tmp / "task.md")
     (tmp / "sia_task.json").write_text(json.dumps({"name": "lawbench-mini"}, indent=1))
     shutil.rmtree(dest, ignore_errors=True)
