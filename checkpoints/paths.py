@@ -34,6 +34,13 @@ class RunPaths:
     def run_db(self) -> Path:
         return self.root / "run.db"
 
+    def tag_salt(self) -> str:
+        """A random secret of this run (created once), so agents cannot recompute item tags."""
+        path = self.root / ".tag_salt"
+        if not path.exists():
+            write_text_atomic(path, os.urandom(16).hex())
+        return path.read_text().strip()
+
     def gen(self, n: int) -> Path:
         return self.root / f"gen_{n}"
 

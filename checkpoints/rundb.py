@@ -1,5 +1,5 @@
-"""The run database (sqlite-utils): generations, item results, model calls, adapters and
-rejected gateway requests. Readable with any SQLite tool; API keys never go in here."""
+"""The run database (sqlite-utils): generations, item results, model calls, adapters,
+rejected gateway requests and flags. Readable with any SQLite tool; API keys never go in here."""
 
 from __future__ import annotations
 
@@ -73,9 +73,18 @@ class RunDB:
                 "run_id = ? and scaffold_sha = ? and adapter = ? and split = ?",
                 [run_id, scaffold_sha, adapter or "base", split]))
 
+    def save_flag(self, row: dict) -> None:
+        """A reason not to trust the run (a protected task file changed)."""
+        with self.lock:
+            self.db["flags"].insert(dict(row, created=time.time()), alter=True)
+
+    def flags(self, run_id: str) -> list[dict]:
+        with self.lock:
+            return list(self.db["flags"].rows_where("run_id = ?", [run_id])) if "flags" in self.db.table_names() else []
+
     def save_generation(self, row: dict) -> None:
         with self.lock:
-            self.db["generations"].upsert(dict(row, created=time.time()), pk=("run_id", "generation"))
+            self.db["generations"].upsert(dict(row, created=time.time()), pk=("run_id", "generation"), alter=True)
 
     def generations(self, run_id: str) -> list[dict]:
         with self.lock:
@@ -83,4 +92,4 @@ class RunDB:
 
     def save_adapter(self, row: dict) -> None:
         with self.lock:
-            self.db["adapters"].upsert(dict(row, created=time.time()), pk=("run_id", "version"))
+            self.db["adapters"].upsert(dict(row, created=time.time()), pk=("run_id", "version"), alter=True)

@@ -2,6 +2,7 @@
 
     sia run --task lawbench-mini --generations 4 --policy alternate
     sia resume RUN        sia runs        sia show RUN        sia serve --port 8000
+    sia tasks list        sia eval --task NAME --submission FILE [--split test]
 
 Heavy imports (torch, the graph) happen inside the commands that need them, so `--help`,
 `runs` and `show` answer at once."""
@@ -333,6 +334,10 @@ def build_parser() -> Parser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--adapter", metavar="DIR", help="a trained LoRA adapter folder to merge in")
     p.set_defaults(func=cmd_serve)
+
+    from cli.tasks import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -16,9 +16,12 @@ EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
 
 
 def cache_dir() -> Path:
-    """Root of SIA's download and conversion cache (`SIA_CACHE_DIR`, else ~/.cache/sia)."""
+    """Root of SIA's download and conversion cache (`SIA_CACHE_DIR`, else ~/.cache/sia), mode
+    0700: the task wheels in it hold private test labels that no sandboxed agent may read."""
     root = Path(os.environ.get("SIA_CACHE_DIR", Path.home() / ".cache" / "sia"))
     root.mkdir(parents=True, exist_ok=True)
+    if root.stat().st_mode & 0o077:
+        root.chmod(0o700)
     return root
 
 

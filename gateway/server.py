@@ -155,7 +155,11 @@ class Gateway:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
 
     def start(self) -> "Gateway":
         threading.Thread(target=self.httpd.serve_forever, daemon=True, name="sia-gateway").start()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from finetune.config import FinetuneConfig
 from gateway.model_store import EMBEDDED_MODEL_NAME
+from nodes.keep_best import KeepBestConfig
 from sandbox.limits import SandboxLimits
 
 
@@ -68,7 +69,7 @@ class RunConfig(BaseModel):
                                      description="LoRA training settings for the weights lever.")
     scaffold: ScaffoldConfig = Field(default_factory=ScaffoldConfig, description="Scaffold-rewrite settings.")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="Gateway batching.")
-    min_improvement: float = Field(0.0, ge=0, description="A candidate must beat the incumbent's selection score by more than this.")
+    keep_best: KeepBestConfig = Field(default_factory=KeepBestConfig, description="When a candidate replaces the incumbent (paired test on the selection split).")
     report_rejected: bool = Field(False, description="Also score rejected candidates on the feedback and test splits (costs time, changes nothing).")
     rollout_items: int = Field(48, ge=0, description="Training-pool items the incumbent runs on to make fine-tuning data.")
 

@@ -36,6 +36,7 @@ class GenerationResult(BaseModel):
     selection: float | None = Field(description="Selection-split score (decides acceptance).")
     test: float | None = Field(description="Private test score (reported only, never shown to agents).")
     accepted: bool = Field(description="Whether it became the incumbent.")
+    p_value: float | None = Field(None, description="Keep-best's paired-test p-value against the incumbent (None: no test ran).")
     wall_s: float = Field(description="Seconds spent on this generation, evaluation and lever included.")
     note: str = ""
 
@@ -65,6 +66,7 @@ class SIAState(SIAInput):
     lever_started: float | None = Field(None, description="Clock time when the current lever began (for wall time).")
     pending_result: GenerationResult | None = Field(None, description="A generation whose lever yielded no candidate, for the task node to record.")
     errors: list[str] = Field(default_factory=list, description="Recorded, non-fatal failures (nodes return the whole list).")
+    flagged: str | None = Field(None, description="Why the run was flagged (a protected file changed); a flagged run stops.")
 
 
 class ScaffoldRewriteState(SIAState):

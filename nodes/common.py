@@ -62,8 +62,9 @@ def lever_failed(svc, state, lever: str, adapter: str | None, note: str, error: 
 
 def failures_text(items: list[dict], limit: int = 12) -> str:
     wrong = [i for i in items if i["score"] < 1][:limit]
-    return "\n".join(f"- {i['prediction']} -> {i['gold']}" + (f" (error: {i['error'][:80]})" if i.get("error") else "")
-                     for i in wrong) or "(none)"
+    # Predictions are the agent's output: cut short and quoted, so they cannot steer the prompt.
+    return "\n".join(f"- {str(i['prediction'])[:60]!r} -> {i['gold']}"
+                     + (f" (error: {i['error'][:80]!r})" if i.get("error") else "") for i in wrong) or "(none)"
 
 
 def read(path: str | Path) -> str:

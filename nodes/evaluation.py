@@ -19,7 +19,13 @@ from pathlib import Path
 from checkpoints.paths import write_json_atomic, write_text_atomic
 from gateway.server import CallScope
 from graph.state import Candidate
+from sandbox.files import UnsafeOutput, read_child_file
 from tasks.base import Task, TaskError
+from tasks.evaluator import score_items
+
+
+class ProtectedFilesChanged(RuntimeError):
+    """A protected task file changed while an agent ran: the generation is void, the run flagged."""
 
 
 @dataclass
@@ -50,39 +56,48 @@ def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit:
     emit({"event": "rollout", "generation": candidate.generation, "splits": todo,
           "items": sum(len(rows[s]) for s in todo)})
     pool = task_splits["pool"]
+    task.protect()
+    protected = task.fingerprint()
     scratch = Path(tempfile.mkdtemp(prefix=f"sia-{run_id}-g{candidate.generation}-"))
     try:
         view, work = scratch / "input", scratch / "work"
         work.mkdir()
         tags = task.write_view(view, {s: rows[s] for s in todo}, pool,
                                salt=f"{run_id}:{candidate.generation}:{purpose}",
-                               prefix=f"g{candidate.generation}{purpose[0]}{_digest(todo)}-")
+                               prefix=f"g{candidate.generation}{purpose[0]}{_digest(todo, svc.paths.tag_salt())}-")
         shutil.copy(candidate.scaffold_path, work / "target_agent.py")
         token = svc.gateway.issue_token(CallScope(run_id, candidate.generation, candidate.adapter, purpose))
         env = {"OPENAI_BASE_URL": svc.gateway.base_url, "OPENAI_API_KEY": token, "SIA_MODEL": svc.config.target.model}
         try:
             result = svc.sandbox.run([svc.python, "target_agent.py", "--dataset_dir", str(view), "--working_dir", str(work / "out")],
-                                     work, env, svc.config.sandbox, readable=[view])
+                                     work, env, svc.config.sandbox, readable=[view], forward_ports=[svc.gateway.port])
         finally:
             svc.gateway.revoke_token(token)
+        now = task.fingerprint()
+        if changed := sorted(k for k in set(protected) | set(now) if protected.get(k) != now.get(k)):
+            why = f"protected task files changed while generation {candidate.generation}'s agent ran: {', '.join(changed)}"
+            svc.db.save_flag({"run_id": run_id, "generation": candidate.generation, "purpose": purpose, "why": why})
+            raise ProtectedFilesChanged(why)
         error = None
         try:
             predictions = task.read_predictions(work / "out")
         except TaskError as exc:
             predictions = {}
-            error = f"{exc}; exit code {result.returncode}{' (timed out)' if result.timed_out else ''}: {result.stderr[-500:]}"
+            error = (f"{exc}; exit code {result.returncode}{' (timed out)' if result.timed_out else ''}: "
+                     f"{result.stderr[-500:].replace(token, '<token>')}")
         if log_dir is not None:
-            _keep_logs(log_dir, f"{purpose}_{'-'.join(todo)}", result, work / "out")
+            _keep_logs(log_dir, f"{purpose}_{'-'.join(todo)}", result, work / "out", secret=token)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     gold = {(s, r["id"]): r["label"] for s in todo for r in rows[s]}
+    scores = _score(svc, task, {key: predictions.get(tag) for tag, key in tags.items()}, gold)
     by_split: dict[str, list[dict]] = {s: [] for s in todo}
     for tag, (split, item_id) in tags.items():
         pred = predictions.get(tag)
         by_split[split].append({
             "run_id": run_id, "generation": candidate.generation, "scaffold_sha": candidate.scaffold_sha,
             "adapter": candidate.adapter or "base", "split": split, "item_id": item_id, "tag": tag,
-            "prediction": pred, "gold": gold[(split, item_id)], "score": task.score_item(pred, gold[(split, item_id)]),
+            "prediction": pred, "gold": gold[(split, item_id)], "score": scores[(split, item_id)],
             "error": error or (None if pred is not None else "no prediction for this item")})
     for split, items in by_split.items():
         if not rows_override:
@@ -91,22 +106,39 @@ def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit:
     return out
 
 
-def _digest(splits: list[str]) -> str:
-    """Tells evaluations of one generation apart in item tags without naming their splits."""
-    return hashlib.sha256(",".join(splits).encode()).hexdigest()[:4]
+def _score(svc, task: Task, predictions: dict, gold: dict) -> dict:
+    """(split, item id) -> score, one evaluator call per split."""
+    out = {}
+    for split in sorted({s for s, _ in gold}):
+        ids = [i for s, i in gold if s == split]
+        per_item = score_items(task, {i: predictions[(split, i)] for i in ids}, {i: gold[(split, i)] for i in ids},
+                               sandbox=svc.sandbox, limits=svc.config.sandbox, python=svc.python)
+        out.update({(split, i): per_item[i] for i in ids})
+    return out
 
 
-def _keep_logs(log_dir: Path, stem: str, result, out: Path) -> None:
+def _digest(splits: list[str], salt: str) -> str:
+    """Tells evaluations of one generation apart in item tags without naming their splits
+    (salted with a secret of the run, so an agent cannot tell a selection run by its tags)."""
+    return hashlib.sha256(f"{salt}:{','.join(splits)}".encode()).hexdigest()[:4]
+
+
+def _keep_logs(log_dir: Path, stem: str, result, out: Path, secret: str) -> None:
+    """Keep the agent's output and files; the (already revoked) gateway token is blanked out."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(log_dir / f"{stem}_stdout.log", result.stdout)
-    write_text_atomic(log_dir / f"{stem}_stderr.log", result.stderr)
+    write_text_atomic(log_dir / f"{stem}_stdout.log", result.stdout.replace(secret, "<token>"))
+    write_text_atomic(log_dir / f"{stem}_stderr.log", result.stderr.replace(secret, "<token>"))
     write_json_atomic(log_dir / f"{stem}_sandbox.json", {
         "returncode": result.returncode, "timed_out": result.timed_out, "wall_s": round(result.wall_s, 2),
-        "output_truncated": result.output_truncated, "killed_leftovers": result.killed_leftovers})
+        "output_truncated": result.output_truncated, "killed_leftovers": result.killed_leftovers,
+        "network": result.network})
     for name in ("agent_execution.json", "submission.csv"):
-        src = out / name
-        if src.is_file() and src.stat().st_size < 50_000_000:
-            shutil.copy(src, log_dir / f"{stem}_{name}")
+        try:
+            data = read_child_file(out, name, max_bytes=50_000_000)
+        except UnsafeOutput:
+            continue  # refused (and reported) when the submission is read
+        if data is not None:
+            (log_dir / f"{stem}_{name}").write_bytes(data.replace(secret.encode(), b"<token>"))
 
 
 def items_jsonl(items: list[dict]) -> str:

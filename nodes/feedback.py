@@ -33,7 +33,7 @@ def feedback(state: SIAState, runtime) -> dict:
     items = svc.db.cached_items(state.run_id, incumbent.scaffold_sha, incumbent.adapter, "feedback") if incumbent else []
     failures = failures_text(items)
     llm_lever, diagnosis = None, ""
-    if state.generation < state.max_generations:
+    if state.generation < state.max_generations and not state.flagged:
         try:
             decision = svc.llm("feedback").structured(prompts.FEEDBACK_SYSTEM, prompts.FEEDBACK_USER.format(
                 task=state.task, weights_available=svc.config.weights_available, history=_history_text(state),
@@ -43,6 +43,8 @@ def feedback(state: SIAState, runtime) -> dict:
             errors.append(f"gen {state.generation} feedback: {exc}")
             diagnosis = "(the Feedback-Agent's reply did not parse)"
     lever, why = choose_lever(state, llm_lever, svc.config.weights_available)
+    if state.flagged:
+        lever, why = "stop", f"run flagged: {state.flagged}"
     write_text_atomic(svc.paths.gen(state.generation) / "feedback.md",
                       f"# Feedback after generation {state.generation}\n\nDiagnosis: {diagnosis}\n\n"
                       f"Feedback-Agent's lever: {llm_lever}\nChosen lever: {lever} ({why})\n\nFailures:\n{failures}\n")

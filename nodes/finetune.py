@@ -16,7 +16,7 @@ from graph.context import services
 from graph.state import Candidate, FinetuneState
 from nodes.common import emit, lever_failed, load_task
 from nodes.evaluation import evaluate
-from nodes.task import accepts
+from nodes.task import judge
 
 
 def _failed(state: FinetuneState, svc, note: str, selection: float | None = None) -> dict:
@@ -61,20 +61,24 @@ def score_adapter(state: FinetuneState, runtime) -> dict:
                      rationale=f"LoRA on {state.dataset_rows} rows, final loss "
                                f"{(state.train_summary or {}).get('train_loss', float('nan')):.3f}")
     sel = evaluate(svc, load_task(state), cand, ["selection"], limit=state.limit,
-                   log_dir=svc.paths.gen(cand.generation), emit=emit)["selection"].score
-    return {"candidate": cand, "adapter_selection": sel}
+                   log_dir=svc.paths.gen(cand.generation), emit=emit)["selection"]
+    return {"candidate": cand, "adapter_selection": sel.score}
 
 
 def promote_adapter(state: FinetuneState, runtime) -> dict:
     """Promote the adapter (make it the candidate the task node records) only if it wins on selection."""
     svc = services(runtime, state.run_id)
-    promoted = accepts(state.adapter_selection, state.incumbent_selection, svc.config.min_improvement)
+    task = load_task(state)
+    items = evaluate(svc, task, state.candidate, ["selection"], limit=state.limit)["selection"].items
+    verdict = judge(svc, task, state, items)
+    promoted = verdict.accepted
     summary = state.train_summary or {}
     svc.db.save_adapter({"run_id": state.run_id, "version": state.adapter_dir, "generation": state.generation + 1,
                          "path": state.adapter_dir, "examples": state.dataset_rows,
                          "train_loss": summary.get("train_loss"), "selection": state.adapter_selection,
                          "promoted": int(promoted), "backend": summary.get("backend")})
     if not promoted:
-        return _failed(state, svc, f"adapter not promoted: selection {state.adapter_selection:.3f} "
-                                   f"<= incumbent {state.incumbent_selection:.3f}", selection=state.adapter_selection)
+        return _failed(state, svc, f"adapter not promoted: selection {state.adapter_selection:.3f}, "
+                                   f"incumbent {state.incumbent_selection:.3f}: {verdict.reason}",
+                       selection=state.adapter_selection)
     return {"generation": state.generation + 1}

@@ -17,12 +17,13 @@ def finish(state: SIAState, runtime) -> dict:
         "run_id": state.run_id, "task": state.task, "policy": state.policy, "generations": rows,
         "incumbent_generation": inc.generation if inc else None, "incumbent_adapter": inc.adapter if inc else None,
         "first_test": first.test if first else None, "final_test": final.test if final else None,
-        "errors": state.errors})
+        "flagged": state.flagged, "errors": state.errors})
     lines = ["| gen | lever | adapter | feedback | selection | test | accepted | wall s | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     for h in state.history:
         lines.append(f"| {h.generation} | {h.lever} | {h.adapter or 'base'} | {fmt(h.feedback)} | {fmt(h.selection)} | "
                      f"{fmt(h.test)} | {'yes' if h.accepted else 'no'} | {h.wall_s} | {h.note} |")
-    write_text_atomic(svc.paths.root / "summary.md", f"# Run {state.run_id} on {state.task}\n\n" + "\n".join(lines) + "\n")
+    flag = f"**FLAGGED: {state.flagged}**\n\n" if state.flagged else ""
+    write_text_atomic(svc.paths.root / "summary.md", f"# Run {state.run_id} on {state.task}\n\n{flag}" + "\n".join(lines) + "\n")
     return {}

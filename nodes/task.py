@@ -10,12 +10,16 @@ from checkpoints.paths import write_json_atomic, write_text_atomic
 from graph.context import services
 from graph.state import GenerationResult, SIAState
 from nodes.common import elapsed, emit, load_task
-from nodes.evaluation import evaluate, items_jsonl
+from nodes.evaluation import ProtectedFilesChanged, evaluate, items_jsonl
+from nodes.keep_best import Verdict, item_scores, keep_best
 
 
-def accepts(candidate_selection: float, incumbent_selection: float | None, min_improvement: float) -> bool:
-    """Keep-best: the first candidate is accepted; later ones must beat the incumbent."""
-    return incumbent_selection is None or candidate_selection > incumbent_selection + min_improvement
+def judge(svc, task_, state, selection_items: list[dict]) -> Verdict:
+    """Keep-best against the incumbent's per-item selection scores (cached, so usually free)."""
+    incumbent = None
+    if state.incumbent is not None:
+        incumbent = item_scores(evaluate(svc, task_, state.incumbent, ["selection"], limit=state.limit)["selection"].items)
+    return keep_best(item_scores(selection_items), incumbent, svc.config.keep_best)
 
 
 def task(state: SIAState, runtime) -> dict:
@@ -26,19 +30,23 @@ def task(state: SIAState, runtime) -> dict:
     cand = state.candidate
     task_ = load_task(state)
     gen_dir = svc.paths.gen(cand.generation)
-    scores = evaluate(svc, task_, cand, ["selection"], limit=state.limit, log_dir=gen_dir, emit=emit)
-    sel = scores["selection"].score
-    accepted = accepts(sel, state.incumbent_selection, svc.config.min_improvement)
-    if accepted or svc.config.report_rejected:
-        scores.update(evaluate(svc, task_, cand, ["feedback", "test"], limit=state.limit, log_dir=gen_dir, emit=emit))
+    try:
+        scores = evaluate(svc, task_, cand, ["selection"], limit=state.limit, log_dir=gen_dir, emit=emit)
+        verdict = judge(svc, task_, state, scores["selection"].items)
+        if verdict.accepted or svc.config.report_rejected:
+            scores.update(evaluate(svc, task_, cand, ["feedback", "test"], limit=state.limit, log_dir=gen_dir, emit=emit))
+    except ProtectedFilesChanged as exc:
+        return _flag(svc, state, cand, str(exc))
+    sel, accepted = scores["selection"].score, verdict.accepted
     fb, test = (scores[s].score if s in scores else None for s in ("feedback", "test"))
     result = GenerationResult(generation=cand.generation, lever=cand.lever, adapter=cand.adapter, feedback=fb,
-                              selection=sel, test=test, accepted=accepted, wall_s=elapsed(svc, state),
-                              note=cand.rationale[:120])
+                              selection=sel, test=test, accepted=accepted, p_value=verdict.p_value,
+                              wall_s=elapsed(svc, state), note=f"{cand.rationale[:100]} [{verdict.reason}]")
     svc.db.save_generation({"run_id": state.run_id, **result.model_dump(), "scaffold_sha": cand.scaffold_sha})
     write_json_atomic(gen_dir / "results.json", {
         "generation": cand.generation, "lever": cand.lever, "adapter": cand.adapter, "accepted": accepted,
         "feedback": fb, "selection": sel, "test": test, "incumbent_selection_before": state.incumbent_selection,
+        "keep_best": {"reason": verdict.reason, "p_value": verdict.p_value, "delta": verdict.delta},
         "n": {s: scores[s].n for s in scores}, "wall_s": result.wall_s})
     write_text_atomic(gen_dir / "items.jsonl", items_jsonl([i for s in scores.values() for i in s.items]))
     emit({"event": "scored", **result.model_dump()})
@@ -46,3 +54,14 @@ def task(state: SIAState, runtime) -> dict:
     if accepted:
         update.update(incumbent=cand, incumbent_selection=sel)
     return update
+
+
+def _flag(svc, state: SIAState, cand, why: str) -> dict:
+    """Reject the generation and flag the run (evaluate() has recorded the flag in run.db)."""
+    result = GenerationResult(generation=cand.generation, lever=cand.lever, adapter=cand.adapter, feedback=None,
+                              selection=None, test=None, accepted=False, wall_s=elapsed(svc, state), note=f"FLAGGED: {why}")
+    svc.db.save_generation({"run_id": state.run_id, **result.model_dump(), "scaffold_sha": cand.scaffold_sha})
+    write_json_atomic(svc.paths.gen(cand.generation) / "results.json", {
+        "generation": cand.generation, "accepted": False, "flagged": why})
+    emit({"event": "scored", **result.model_dump()})
+    return {"history": [result], "candidate": None, "flagged": why, "errors": state.errors + [f"gen {cand.generation} {why}"]}

@@ -64,6 +64,14 @@ class SandboxLimits(BaseModel):
     file_size_mb: int = Field(
         256, gt=0, description="Largest file the child may write, in MiB (RLIMIT_FSIZE)."
     )
+    isolate_network: bool = Field(
+        True,
+        description=(
+            "Run the child in its own network namespace where only the forwarded "
+            "ports (the gateway) answer on 127.0.0.1. Needs root (CAP_SYS_ADMIN); "
+            "elsewhere the child shares the host network and the result says so."
+        ),
+    )
     uid: int | None = Field(
         None,
         gt=0,

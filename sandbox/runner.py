@@ -6,7 +6,8 @@ that makes RLIMIT_NPROC bite (the kernel ignores it for root), keeps root-owned
 chown'ed to that uid; `readable` paths get o+r (directories o+rx) and lose o+w;
 every ancestor of them, of the workdir and of the Python installation gets o+x
 (search, not list). The caller must keep private data in root-owned 0700
-directories off those paths. /tmp and /dev/shm stay writable (no mount namespace).
+directories off those paths. /tmp, /var/tmp and /dev/shm stay writable (no mount
+namespace); what the uid leaves there is deleted after each run.
 
 Not as root (a developer's laptop) there is no chown, chmod or uid drop: rlimits
 still apply (RLIMIT_NPROC counts all the user's processes) and the process group
@@ -19,6 +20,7 @@ import logging
 import os
 import resource
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from sandbox.limits import SandboxLimits
+from sandbox.netns import NetJail, setns
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class SandboxResult:
     wall_s: float
     output_truncated: bool
     killed_leftovers: int  # processes other than the direct child killed by the sweep
+    network: str = "host"  # "isolated": own network namespace, only the forwarded ports
 
     @property
     def ok(self) -> bool:
@@ -106,8 +110,10 @@ def _prepare_paths(workdir: Path, readable: Sequence[Path], uid: int) -> None:
             _add_mode(entry, 0o005 if entry.is_dir() else 0o004 | (owner_x >> 6), drop=0o002)
 
 
-def _child_setup(limits: SandboxLimits, drop_to: int | None):
+def _child_setup(limits: SandboxLimits, drop_to: int | None, netns_fd: int | None = None):
     def setup() -> None:  # runs in the forked child, before exec
+        if netns_fd is not None:
+            setns(netns_fd)
         for res, soft, hard in limits.rlimits():
             cur_hard = resource.getrlimit(res)[1]
             if cur_hard != resource.RLIM_INFINITY:  # an unprivileged parent cannot raise it
@@ -159,6 +165,28 @@ def _sweep(pgid: int | None, uid: int | None, child_pid: int | None) -> int:
     return len(killed)
 
 
+_SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def _remove_leftover_files(uid: int, keep: Path) -> int:
+    """Delete what the sandbox uid created in the world-writable temp folders (it can create
+    only top-level entries there), so nothing carries over to the next agent; returns the count."""
+    removed = 0
+    for top in _SHARED_TMP:
+        with suppress(OSError), os.scandir(top) as entries:
+            for entry in entries:
+                path = Path(entry.path)
+                with suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_uid != uid or path == keep or path in keep.parents:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink()
+                    removed += 1
+    return removed
+
+
 class _Output:
     """Non-blocking reader of both pipes keeping the tail of each (at most `cap` bytes)."""
 
@@ -198,7 +226,7 @@ class _Output:
 
 
 def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: SandboxLimits,
-                  readable: Sequence[Path] = ()) -> SandboxResult:
+                  readable: Sequence[Path] = (), forward_ports: Sequence[int] = ()) -> SandboxResult:
     """Run `argv` in `workdir` with the environment `scrubbed_env(env, workdir)`.
 
     The process group and (as root) every process of `limits.uid` are killed on
@@ -223,11 +251,17 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
             while _live_matches(None, uid, zombies=True) and time.monotonic() < reap_end:
                 time.sleep(0.05)
         timed_out = flooded = False
+        jail = NetJail.create(list(forward_ports)) if uid is not None and limits.isolate_network else None
         start = time.monotonic()
-        proc = subprocess.Popen(
-            argv, cwd=workdir, env=scrubbed_env(env, workdir), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=_child_setup(limits, uid))
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=workdir, env=scrubbed_env(env, workdir), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                preexec_fn=_child_setup(limits, uid, jail.fd if jail else None))
+        except BaseException:
+            if jail:
+                jail.close()
+            raise
         try:
             output = _Output(proc, limits.output_bytes)
             deadline = start + limits.wall_timeout_s
@@ -243,6 +277,10 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
                     break
         finally:
             killed = _sweep(proc.pid, uid, proc.pid)
+            if jail:
+                jail.close()
+            if uid is not None:
+                _remove_leftover_files(uid, workdir)
         drain_end = time.monotonic() + _DRAIN_GRACE_S
         # Bounded: as non-root an escaped daemon may hold the pipes open forever.
         while time.monotonic() < drain_end and output.pump(0.05):
@@ -253,7 +291,7 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
         returncode = proc.wait()
     return SandboxResult(
         returncode=returncode, stdout=stdout, stderr=stderr, timed_out=timed_out,
-        wall_s=time.monotonic() - start, killed_leftovers=killed,
+        wall_s=time.monotonic() - start, killed_leftovers=killed, network="isolated" if jail else "host",
         output_truncated=flooded or output.seen > limits.output_bytes)
 
 
@@ -262,12 +300,12 @@ class SandboxRunner(Protocol):
     """Anything that can run a command the way `run_sandboxed` does."""
 
     def run(self, argv: list[str], workdir: Path, env: dict[str, str], limits: SandboxLimits,
-            readable: Sequence[Path] = ()) -> SandboxResult: ...
+            readable: Sequence[Path] = (), forward_ports: Sequence[int] = ()) -> SandboxResult: ...
 
 
 class SubprocessSandbox:
     """The real `SandboxRunner`: a thin wrapper around `run_sandboxed`."""
 
     def run(self, argv: list[str], workdir: Path, env: dict[str, str], limits: SandboxLimits,
-            readable: Sequence[Path] = ()) -> SandboxResult:
-        return run_sandboxed(argv, workdir, env, limits, readable)
+            readable: Sequence[Path] = (), forward_ports: Sequence[int] = ()) -> SandboxResult:
+        return run_sandboxed(argv, workdir, env, limits, readable, forward_ports)

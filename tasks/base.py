@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import os
 import random
 import shutil
 from collections import defaultdict
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sandbox.files import UnsafeOutput, read_child_file
 
 SPLITS = ("feedback", "selection", "test")
 
@@ -49,9 +53,14 @@ class TaskSpec(BaseModel):
     classes_file: str = Field("data/public/classes.json", description="JSON list of allowed labels.")
     reference_agent: str = Field("reference/target_agent.py", description="The reference agent.")
     submission: str = Field("submission.csv", description="What the agent writes into its working dir.")
+    evaluator: str | None = Field(None, description="The task's own evaluator script (tasks/evaluator.py has its contract); "
+                                                    "None scores top-1 accuracy against the allowed labels.")
+    evaluator_timeout_s: float = Field(120, gt=0, description="Wall-clock limit of one evaluator run.")
     feedback_per_label: int = Field(2, ge=1, description="Feedback items per label, drawn from training data.")
     selection_per_label: int = Field(3, ge=1, description="Selection items per label, drawn from training data.")
     split_seed: int = Field(0, description="Seed of the split draw.")
+    splits_file: str | None = Field(None, description='JSON {"feedback": [ids], "selection": [ids]} of training ids; '
+                                                      "overrides the per-label draw.")
 
 
 class Task:
@@ -70,9 +79,14 @@ class Task:
             spec = TaskSpec.model_validate_json(meta.read_text()) if meta.exists() else TaskSpec(name=root.name)
         except (ValidationError, ValueError) as exc:
             raise TaskError(f"{meta}: invalid task metadata ({exc}); fix the file or delete it to use the defaults")
+        if not (root / "data" / "private").is_dir() and spec.test_labels_file.startswith("data/private/"):
+            raise TaskError(f"{root / 'data' / 'private'}: missing; the private test labels go there "
+                            f"({spec.test_labels_file}), where no agent can read them")
         need = {"task.md": "write a task description", spec.train_file: "add labelled training data",
                 spec.test_file: "add the test inputs", spec.test_labels_file: "add the private test labels",
                 spec.classes_file: "add a JSON list of allowed labels", spec.reference_agent: "add a reference agent"}
+        if spec.evaluator:
+            need[spec.evaluator] = "add the evaluator script, or remove 'evaluator' from sia_task.json"
         for rel, fix in need.items():
             if not (root / rel).exists():
                 raise TaskError(f"{root / rel}: missing; {fix}")
@@ -85,6 +99,38 @@ class Task:
     @property
     def reference_agent(self) -> Path:
         return self.root / self.spec.reference_agent
+
+    def protected_files(self) -> list[Path]:
+        """What no agent may change: the description, our metadata, the evaluator and the private data."""
+        s = self.spec
+        files = [self.root / "task.md", self.root / "sia_task.json", self.root / s.test_labels_file]
+        if s.evaluator:
+            files.append(self.root / s.evaluator)
+        private = self.root / "data" / "private"
+        if private.is_dir():
+            files += sorted(p for p in private.rglob("*") if p.is_file())
+        return sorted({f for f in files if f.exists()})
+
+    def fingerprint(self) -> dict[str, str]:
+        """SHA-256 of every protected file, keyed by its path relative to the task folder."""
+        return {str(p.relative_to(self.root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in self.protected_files()}
+
+    def protect(self) -> None:
+        """Make the task folder (its public training data holds the labels of the feedback and
+        selection items), the private data and the protected files reachable by their owner only,
+        so a sandboxed agent (another uid) can open none of it even by its exact path. Agents get
+        a copy of what they may see."""
+        private_dirs = {self.root, (self.root / self.spec.test_labels_file).parent}
+        if (self.root / "data" / "private").is_dir():
+            private_dirs.add(self.root / "data" / "private")
+        try:
+            for d in private_dirs:
+                os.chmod(d, 0o700)
+            for f in self.protected_files():
+                os.chmod(f, os.stat(f).st_mode & ~0o022)
+        except OSError as exc:
+            raise TaskError(f"{exc.filename}: cannot protect the task's private data ({exc.strerror}); "
+                            "own the task folder or make it and data/private mode 700 yourself") from exc
 
     def _read(self, rel: str) -> list[dict]:
         with open(self.root / rel, newline="", encoding="utf-8") as f:
@@ -108,6 +154,9 @@ class Task:
             by_label[row["label"]].append(row)
         rng = random.Random(s.split_seed)
         out: dict[str, list[dict]] = {"feedback": [], "selection": [], "pool": []}
+        if s.splits_file:
+            out.update(self._declared_splits(train))
+            by_label = {}
         for label in sorted(by_label):
             rows = by_label[label][:]
             rng.shuffle(rows)
@@ -119,7 +168,24 @@ class Task:
             rng.shuffle(out[name])
             if limit:
                 out[name] = out[name][:limit]
+        rng.shuffle(out["pool"])  # any slice of it (the rollouts) mixes labels
         return out
+
+    def _declared_splits(self, train: list[dict]) -> dict[str, list[dict]]:
+        path = self.root / self.spec.splits_file
+        try:
+            declared = json.loads(path.read_text(encoding="utf-8"))
+            ids = {name: [str(i) for i in declared[name]] for name in ("feedback", "selection")}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TaskError(f"{path}: expected a JSON object with 'feedback' and 'selection' id lists ({exc})") from None
+        by_id = {r["id"]: r for r in train}
+        unknown = [i for name in ids for i in ids[name] if i not in by_id]
+        if unknown or set(ids["feedback"]) & set(ids["selection"]):
+            raise TaskError(f"{path}: ids must be distinct training ids; unknown: {unknown[:5]}, "
+                            f"in both: {sorted(set(ids['feedback']) & set(ids['selection']))[:5]}")
+        taken = set(ids["feedback"]) | set(ids["selection"])
+        return {"feedback": [by_id[i] for i in ids["feedback"]], "selection": [by_id[i] for i in ids["selection"]],
+                "pool": [r for r in train if r["id"] not in taken]}
 
     def write_view(self, dest: Path, predict: dict[str, list[dict]], pool: list[dict], salt: str,
                    prefix: str = "") -> dict[str, tuple[str, str]]:
@@ -146,15 +212,21 @@ class Task:
         return tags
 
     def read_predictions(self, workdir: Path) -> dict[str, str]:
-        """The agent's submission as tag -> label; raises TaskError naming what is wrong."""
-        path = workdir / self.spec.submission
-        if not path.exists():
+        """The agent's submission as tag -> label; raises TaskError naming what is wrong.
+        The agent controls `workdir`: links, FIFOs, folders and giant files are refused."""
+        try:
+            data = read_child_file(workdir, self.spec.submission)
+        except UnsafeOutput as exc:
+            raise TaskError(str(exc)) from None
+        if data is None:
             raise TaskError(f"the agent wrote no {self.spec.submission} in its working directory")
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
-            rows = list(csv.DictReader(f))
+        try:
+            rows = list(csv.DictReader(io.StringIO(data.decode("utf-8", errors="replace"), newline="")))
+        except csv.Error as exc:
+            raise TaskError(f"{self.spec.submission} is not valid CSV ({exc})") from None
         if rows and ("id" not in rows[0] or "label" not in rows[0]):
-            raise TaskError(f"{self.spec.submission} must have columns id,label; got {list(rows[0])}")
-        return {str(r["id"]): str(r["label"] or "") for r in rows}
+            raise TaskError(f"{self.spec.submission} must have columns id,label; got {list(rows[0])[:5]}")
+        return {str(r["id"]): str(r["label"] or "")[:1000] for r in rows}
 
     def score_item(self, prediction: str | None, gold: str | None) -> float:
         """Top-1 accuracy: a missing or out-of-list label is wrong."""

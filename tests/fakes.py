@@ -262,7 +262,8 @@ def run_graph(services, inputs, checkpointer=None, trace: list[str] | None = Non
 
     graph = build_graph(checkpointer)
     final: dict = {}
-    for ns, mode, chunk in graph.stream(inputs, {"configurable": {"thread_id": inputs.run_id}, "recursion_limit": 100},
+    thread_id = inputs.run_id if inputs is not None else services.paths.run_id  # None resumes the thread
+    for ns, mode, chunk in graph.stream(inputs, {"configurable": {"thread_id": thread_id}, "recursion_limit": 100},
                                         context=RunContext(config=services.config, services=services),
                                         stream_mode=["updates", "values"], subgraphs=True):
         if mode == "values" and not ns:

@@ -24,6 +24,7 @@ SCAFFOLD = {
     "retrieved_shots": 0,
     "shot_chars": 50,
     "list_labels": False,
+    "neighbour_labels": 0,
     "constrain_output": True,
     "votes": 1,
     "temperature": 0.0,
@@ -58,6 +59,15 @@ def fixed_examples(train, k):
 
 def answer_json(label):
     return json.dumps({"label": label}, ensure_ascii=False)
+
+
+def allowed_labels(text, train, classes):
+    """All labels, or only those of the `neighbour_labels` most similar training cases."""
+    k = SCAFFOLD["neighbour_labels"]
+    if k <= 0:
+        return classes
+    near = {r["label"] for r in nearest(text, train, k)}
+    return [c for c in classes if c in near] or classes
 
 
 def build_messages(text, train, classes):
@@ -105,6 +115,7 @@ def extract(raw, classes):
 
 def solve(row, train, classes, fallback):
     s = SCAFFOLD
+    classes = allowed_labels(row["text"], train, classes)
     messages = build_messages(row["text"], train, classes)
     trace = {"id": row["id"], "prompt_messages": len(messages), "completions": [], "errors": []}
     votes = []

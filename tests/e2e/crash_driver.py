@@ -49,14 +49,14 @@ def main() -> None:
     class LoggingSandbox(SubprocessSandbox):
         g2_runs = 0
 
-        def run(self, argv, workdir, env, limits, readable=()):
+        def run(self, argv, workdir, env, limits, readable=(), forward_ports=()):
             name = Path(workdir).parent.name
             note(f"sandbox {name.split('-')[-2]}")
             if "-g2-" in name:
                 LoggingSandbox.g2_runs += 1
                 if args.pause_at == "task" and LoggingSandbox.g2_runs == 2:
                     pause()
-            return super().run(argv, workdir, env, limits, readable)
+            return super().run(argv, workdir, env, limits, readable, forward_ports)
 
     meta = scripted_llm(['{"edit": "none"}'] * 5)
     feedback = scripted_llm([FEEDBACK_REPLY] * 50)

@@ -247,3 +247,90 @@ def test_ctrl_c_keeps_the_run_resumable(capsys, tmp_path, monkeypatch):
     err = " ".join(err.split())  # rich wraps long paragraphs
     assert code == 130 and "Interrupted" in err and f"sia resume r3 --runs-dir {tmp_path}" in err
     assert not (tmp_path / "r3" / "sia.pid").exists()
+
+
+# ---- sia tasks list / sia eval ----
+
+def test_tasks_list_shows_builtin_and_prepared_tasks(capsys, tmp_path, monkeypatch):
+    from tests.fakes import make_tiny_task
+
+    monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
+    make_tiny_task(tmp_path / "cache" / "tasks" / "tiny")
+    code, out, _ = run_cli(capsys, "tasks", "list")
+    assert code == 0
+    tiny = next(line for line in out.splitlines() if line.startswith("tiny"))
+    assert "csv-classification" in tiny and "prepared" in tiny and tiny.split()[4:6] == ["24", "7"]
+    assert "lawbench-mini" in out  # built in, prepared on first use
+
+
+@pytest.mark.parametrize("answer, split, expected", [
+    ("gold", "test", "accuracy 1.00000 on 7 test items"),
+    ("theft", "test", "accuracy 0.28571 on 7 test items"),  # 2 of 7: the trivial all-one-label submission
+    ("gold", "selection", "accuracy 1.00000 on 6 selection items"),
+])
+def test_eval_scores_a_submission_on_a_split(capsys, tmp_path, answer, split, expected):
+    import csv
+
+    from tasks.base import Task
+    from tests.fakes import make_tiny_task
+
+    task_dir = make_tiny_task(tmp_path / "tiny")
+    rows = Task.load(task_dir).splits()[split]
+    with open(tmp_path / "sub.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("id", "label")] + [(r["id"], r["label"] if answer == "gold" else answer) for r in rows])
+    code, out, _ = run_cli(capsys, "eval", "--task-dir", str(task_dir), "--submission", str(tmp_path / "sub.csv"),
+                           "--split", split)
+    assert code == 0 and expected in out
+
+
+def test_eval_names_a_bad_submission(capsys, tmp_path):
+    from tests.fakes import make_tiny_task
+
+    task_dir = make_tiny_task(tmp_path / "tiny")
+    (tmp_path / "sub.csv").write_text("PassengerId,Transported\n1,True\n")
+    code, _, err = run_cli(capsys, "eval", "--task-dir", str(task_dir), "--submission", str(tmp_path / "sub.csv"))
+    assert code == 1 and "needs columns id,label" in err
+
+
+def lawbench_file(path: Path, n: int = 20) -> Path:
+    charges = ["盗窃", "诈骗", "故意伤害", "抢劫"]
+    items = [{"instruction": "请预测罪名", "question": f"案情{i}：被告人{charges[i % 4]}他人财物。",
+              "answer": "罪名:" + (charges[i % 4] if i % 5 else f"{charges[i % 4]};{charges[(i + 1) % 4]}")}
+             for i in range(n)]
+    path.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_import_lawbench_makes_a_multilabel_task_scored_by_f1(capsys, tmp_path, monkeypatch):
+    import csv
+
+    from tasks.base import Task
+    from tasks.evaluator import score_items
+    from sandbox.runner import SubprocessSandbox
+    from sandbox.limits import SandboxLimits
+
+    monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
+    code, out, _ = run_cli(capsys, "tasks", "import-lawbench", str(lawbench_file(tmp_path / "3-3.json")))
+    assert code == 0 and "lawbench-3-3: 4 charges, 16 training and 4 test items" in out
+    task = Task.load(tmp_path / "cache" / "tasks" / "lawbench-3-3")
+    gold = {r["id"]: r["label"] for r in task.splits()["test"]}
+    run = lambda preds: score_items(task, preds, gold, sandbox=SubprocessSandbox(),  # noqa: E731
+                                    limits=SandboxLimits(memory_mb=1024), python=sys.executable)
+    assert set(run({i: g.replace(";", " 和 ") for i, g in gold.items()}).values()) == {1.0}  # every charge named
+    assert set(run({i: "无" for i in gold}).values()) == {0.0}  # abstention
+    two = {"a": "盗窃;诈骗"}
+    half = score_items(task, {"a": "盗窃"}, two, sandbox=SubprocessSandbox(), limits=SandboxLimits(memory_mb=1024),
+                       python=sys.executable)
+    assert half == {"a": pytest.approx(2 / 3)}  # P={盗窃}, G={盗窃,诈骗}: F1 = 2*1/(1+2)
+    with open(tmp_path / "sub.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("id", "label")] + [(i, g.split(";")[0]) for i, g in gold.items()])
+    code, out, _ = run_cli(capsys, "eval", "--task", "lawbench-3-3", "--submission", str(tmp_path / "sub.csv"))
+    assert code == 0 and "mean F1" in out
+
+
+def test_import_lawbench_names_a_bad_file(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "bad.json").write_text('[{"question": "x"}]')
+    code, _, err = run_cli(capsys, "tasks", "import-lawbench", str(tmp_path / "bad.json"))
+    assert code == 1 and "bad.json: expected a JSON list of items with 'question' and 'answer' (an item has no 'answer')" \
+        in " ".join(err.split())

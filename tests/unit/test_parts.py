@@ -298,3 +298,10 @@ def test_gateway_invalid_body_is_400(gateway, body, raw, message):
     code, reply = http(gateway, "/v1/chat/completions", token, body, raw=raw)
     assert code == 400 and message in reply["error"]["message"]
     assert gateway.recorder.calls == []
+
+
+def test_any_slice_of_the_pool_mixes_labels(tiny):
+    """The rollouts are the pool's first items; drawn from one label, they would hide that label's
+    every training example from the agent (regression: rollouts once scored 0/48 on lawbench-mini)."""
+    pool = Task.load(tiny).splits()["pool"]
+    assert len({r["label"] for r in pool[:5]}) >= 2

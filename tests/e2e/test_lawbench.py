@@ -1,0 +1,57 @@
+"""The lawbench task: prepared from the `sia-agent==0.6.0` wheel (PyPI, cached), scored like the
+published split, and driven by the real loop to its second generation with scripted LLMs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from graph.state import SIAInput
+from nodes.edits import LIBRARY, apply_edit
+from tasks.registry import REFERENCE_AGENTS, resolve_task
+from tests.fakes import fake_model_cache, fake_services, run_graph, shutdown
+
+
+@pytest.fixture(scope="module")
+def lawbench():
+    return resolve_task("lawbench")
+
+
+def test_the_published_split_is_laid_out_whole(lawbench):
+    splits = lawbench.splits()
+    assert len(lawbench.classes) == 191 and len(splits["test"]) == 913
+    assert sum(len(splits[s]) for s in ("feedback", "selection", "pool")) == 5332
+    assert all(r["label"] in lawbench.classes for r in splits["test"])
+    assert (lawbench.root / "data" / "private").stat().st_mode & 0o077 == 0
+
+
+def score(task, labels: dict[str, str]) -> float:
+    rows = task.splits()["test"]
+    return sum(task.score_item(labels.get(r["id"]), r["label"]) for r in rows) / len(rows)
+
+
+def test_reference_submissions_score_what_they_should(lawbench):
+    rows = lawbench.splits()["test"]
+    assert score(lawbench, {r["id"]: r["label"] for r in rows}) == 1.0
+    with open(lawbench.root / "data/public/sample_submission.csv", encoding="utf-8") as f:
+        sample = {r["id"]: r["label"] for r in csv.DictReader(f)}
+    assert score(lawbench, sample) == pytest.approx(5 / 913)  # all "[走私、贩卖、运输、制造]毒品"
+    assert score(lawbench, {}) == 0.0  # a missing id is wrong
+    assert score(lawbench, {r["id"]: r["label"] + " " for r in rows}) == 0.0  # an out-of-list label is wrong
+
+
+def test_sia_run_reaches_generation_2_on_lawbench(tmp_path, monkeypatch, lawbench):
+    monkeypatch.setenv("SIA_CACHE_DIR", str(fake_model_cache(tmp_path / "cache")))
+    rewrite = "```python\n" + apply_edit(REFERENCE_AGENTS["lawbench"].read_text(), LIBRARY[0]) + "```"
+    svc = fake_services(tmp_path, "lb", [json.dumps({"edit": "none"})],
+                        [json.dumps({"diagnosis": "no examples in the prompt", "lever": "scaffold"}), rewrite],
+                        feedback_writes_code=True)
+    try:
+        out = run_graph(svc, SIAInput(run_id="lb", task=str(lawbench.root), max_generations=2, policy="llm", limit=5))
+    finally:
+        shutdown(svc)
+    assert [h.generation for h in out["history"]] == [1, 2]
+    assert out["history"][1].lever == "scaffold" and out["history"][1].selection is not None
+    assert json.loads((svc.paths.gen(2) / "results.json").read_text())["n"]["selection"] == 5

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Hostile agent 16: replace submission.csv with a FIFO and exit 0. Nobody will ever write to it
+(the sandbox sweeps every process of the agent's uid after it exits), so a reader that opens it
+blocks forever: the loop hangs instead of finishing.
+
+Expected defence (if any): the parent refuses a submission that is not a regular file (or opens
+it with O_NONBLOCK and checks fstat) before reading it."""
+
+import argparse
+import json
+import os
+import sys
+
+def parse_args():
+    p = argparse.ArgumentParser()
+    p.add_argument("--dataset_dir", required=True)
+    p.add_argument("--working_dir", required=True)
+    return p.parse_args()
+
+
+def report(**what):
+    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
+
+
+def main():
+    args = parse_args()
+    os.makedirs(args.working_dir, exist_ok=True)
+    path = os.path.join(args.working_dir, "submission.csv")
+    os.mkfifo(path, 0o644)
+    report(fifo=path)
+
+
+if __name__ == "__main__":
+    main()

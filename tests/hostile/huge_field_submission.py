@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Hostile agent 17: a submission.csv whose one field is longer than the csv module's field
+limit (128 KiB): the loop's csv reader raises `_csv.Error`, which is not the TaskError that
+evaluation turns into a recorded "no prediction" outcome.
+
+Expected defence (if any): any failure to read or parse the agent's submission is recorded as
+that generation's error (all items wrong), never an exception out of the loop."""
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+def parse_args():
+    p = argparse.ArgumentParser()
+    p.add_argument("--dataset_dir", required=True)
+    p.add_argument("--working_dir", required=True)
+    return p.parse_args()
+
+
+def report(**what):
+    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
+
+
+def main():
+    args = parse_args()
+    with open(os.path.join(args.dataset_dir, "test.csv"), newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    os.makedirs(args.working_dir, exist_ok=True)
+    with open(os.path.join(args.working_dir, "submission.csv"), "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "label"])
+        w.writerow([rows[0]["id"], "theft" * 40_000])  # 200 kB field
+        for r in rows[1:]:
+            w.writerow([r["id"], "theft"])
+    report(field_bytes=5 * 40_000)
+
+
+if __name__ == "__main__":
+    main()
