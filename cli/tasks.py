@@ -79,7 +79,23 @@ def cmd_import_lawbench(args) -> int:
     return 0
 
 
-def read_submission(path: Path) -> dict[str, str]:
+def cmd_import_mlebench(args) -> int:
+    from cli.main import CLIError
+    from gateway.model_store import cache_dir
+    from tasks.base import Task, TaskError
+    from tasks.mlebench import import_mlebench
+
+    name = args.name or Path(args.folder).resolve().name
+    try:
+        task = Task.load(import_mlebench(Path(args.folder), cache_dir() / "tasks" / name, name))
+    except TaskError as exc:
+        raise CLIError(str(exc)) from None
+    console.print(f"{escape(name)}: {len(task.classes)} classes, {task.spec.metric} on "
+                  f"{len(task.splits()['test'])} test rows; run it with `sia run --task {escape(name)}`")
+    return 0
+
+
+def read_submission(path: Path, columns: tuple[str, str]) -> dict[str, str]:
     from cli.main import CLIError
 
     try:
@@ -87,9 +103,9 @@ def read_submission(path: Path) -> dict[str, str]:
             rows = list(csv.DictReader(f))
     except OSError as exc:
         raise CLIError(f"{path}: cannot read the submission ({exc.strerror})") from None
-    if rows and not {"id", "label"} <= set(rows[0]):
-        raise CLIError(f"{path}: a submission needs columns id,label; got {','.join(rows[0])}")
-    return {r["id"]: r["label"] for r in rows}
+    if rows and not set(columns) <= set(rows[0]):
+        raise CLIError(f"{path}: a submission needs columns {','.join(columns)}; got {','.join(rows[0])}")
+    return {r[columns[0]]: r[columns[1]] for r in rows}
 
 
 def cmd_eval(args) -> int:
@@ -103,7 +119,7 @@ def cmd_eval(args) -> int:
     try:
         task = resolve_task(args.task or args.task_dir)
         rows = task.splits()[args.split]
-        predictions = read_submission(Path(args.submission))
+        predictions = read_submission(Path(args.submission), task.submission_columns)
         gold = {r["id"]: r["label"] for r in rows}
         task.protect()
         scores = score_items(task, {i: predictions.get(i) for i in gold}, gold, sandbox=SubprocessSandbox(),
@@ -132,6 +148,10 @@ def add_commands(sub) -> None:
     p.add_argument("--name", help="task name (default lawbench-FILESTEM)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of items in the private test split")
     p.set_defaults(func=cmd_import_lawbench)
+    p = tsub.add_parser("import-mlebench", help="a task from an MLE-bench prepared competition folder")
+    p.add_argument("folder", metavar="DIR", help="folder with public/ and private/ (and optionally grader.json)")
+    p.add_argument("--name", help="task name (default: the folder's name)")
+    p.set_defaults(func=cmd_import_mlebench)
 
     p = sub.add_parser("eval", help="score a submission with a task's evaluator",
                        description="Score a submission file (id,label) on one split with the task's evaluator.")

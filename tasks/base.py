@@ -41,7 +41,9 @@ class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Task name.")
-    kind: Literal["csv-classification"] = "csv-classification"
+    kind: Literal["csv-classification", "csv-table"] = Field(
+        "csv-classification", description="csv-classification: one text column per row; csv-table: every column "
+                                          "but the label is a feature (agents see them all, e.g. MLE-bench tables).")
     metric: str = Field("accuracy", description="Name of the reported metric.")
     direction: Literal["max", "min"] = Field("max", description="Whether higher is better.")
     id_column: str = "id"
@@ -141,14 +143,28 @@ class Task:
                 raise TaskError(f"{self.root / rel}: row {i + 2} has no '{s.id_column}' column")
         return rows
 
-    def splits(self, limit: int | None = None) -> dict[str, list[dict]]:
-        """Rows `{id, text, label}` of feedback, selection, test and pool; deterministic."""
+    @property
+    def submission_columns(self) -> tuple[str, str]:
+        """Header of the agent's submission: `id,label`, or a table task's own id and label columns."""
         s = self.spec
-        train = [{"id": r[s.id_column], "text": r[s.text_column], "label": r[s.label_column]}
-                 for r in self._read(s.train_file)]
-        labels = {r[s.id_column]: r[s.label_column] for r in self._read(s.test_labels_file)}
-        test = [{"id": r[s.id_column], "text": r[s.text_column], "label": labels.get(r[s.id_column])}
-                for r in self._read(s.test_file)]
+        return ("id", "label") if s.kind == "csv-classification" else (s.id_column, s.label_column)
+
+    def _item(self, row: dict, label: str | None) -> dict:
+        s = self.spec
+        if s.kind == "csv-table":
+            fields = {k: v for k, v in row.items() if k != s.label_column}
+            return {"id": row[s.id_column], "label": label, "fields": fields,
+                    "text": "; ".join(f"{k}={v}" for k, v in fields.items() if k != s.id_column)}
+        if s.text_column not in row:
+            raise TaskError(f"{self.root}: rows have no '{s.text_column}' column; set text_column in sia_task.json")
+        return {"id": row[s.id_column], "text": row[s.text_column], "label": label}
+
+    def splits(self, limit: int | None = None) -> dict[str, list[dict]]:
+        """Rows `{id, text, label}` (tables: plus `fields`) of feedback, selection, test and pool; deterministic."""
+        s = self.spec
+        train = [self._item(r, r.get(s.label_column)) for r in self._read(s.train_file)]
+        labels = {r[s.id_column]: r.get(s.label_column) for r in self._read(s.test_labels_file)}
+        test = [self._item(r, labels.get(r[s.id_column])) for r in self._read(s.test_file)]
         by_label: dict[str, list[dict]] = defaultdict(list)
         for row in train:
             by_label[row["label"]].append(row)
@@ -196,17 +212,22 @@ class Task:
         tagged = sorted(items, key=lambda sr: hashlib.sha256(f"{salt}:{sr[0]}:{sr[1]['id']}".encode()).hexdigest())
         tags = {f"{prefix}q{i:05d}": (split, row["id"]) for i, (split, row) in enumerate(tagged)}
         hidden = {row["id"] for _, row in items}
+        table = self.spec.kind == "csv-table"
+        features = list((pool or [r for _, r in items])[0]["fields"]) if table and (pool or items) else []
+        id_col, label_col = self.submission_columns
         with open(dest / "test.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["id", "text"])
+            w.writerow(features if table else ["id", "text"])
             for tag, (_, row) in zip(tags, tagged):
-                w.writerow([tag, row["text"]])
+                w.writerow([tag if c == id_col else row["fields"].get(c) for c in features] if table else [tag, row["text"]])
         with open(dest / "train.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["id", "text", "label"])
+            w.writerow(features + [label_col] if table else ["id", "text", "label"])
             for row in pool:
                 if row["id"] not in hidden:
-                    w.writerow([row["id"], row["text"], row["label"]])
+                    w.writerow([row["fields"].get(c) for c in features] + [row["label"]] if table
+                               else [row["id"], row["text"], row["label"]])
+        (dest / "sample_submission.csv").write_text(f"{id_col},{label_col}\n", encoding="utf-8")
         shutil.copy(self.root / self.spec.classes_file, dest / "classes.json")
         shutil.copy(self.root / "task.md", dest / "task.md")
         return tags
@@ -224,9 +245,10 @@ class Task:
             rows = list(csv.DictReader(io.StringIO(data.decode("utf-8", errors="replace"), newline="")))
         except csv.Error as exc:
             raise TaskError(f"{self.spec.submission} is not valid CSV ({exc})") from None
-        if rows and ("id" not in rows[0] or "label" not in rows[0]):
-            raise TaskError(f"{self.spec.submission} must have columns id,label; got {list(rows[0])[:5]}")
-        return {str(r["id"]): str(r["label"] or "")[:1000] for r in rows}
+        id_col, label_col = self.submission_columns
+        if rows and (id_col not in rows[0] or label_col not in rows[0]):
+            raise TaskError(f"{self.spec.submission} must have columns {id_col},{label_col}; got {list(rows[0])[:5]}")
+        return {str(r[id_col]): str(r[label_col] or "")[:1000] for r in rows}
 
     def score_item(self, prediction: str | None, gold: str | None) -> float:
         """Top-1 accuracy: a missing or out-of-list label is wrong."""

@@ -11,10 +11,12 @@ from tasks.base import Task, TaskError
 from tasks.lawbench.prepare import prepare as prepare_lawbench
 from tasks.lawbench_mini.prepare import REFERENCE_AGENT as LAWBENCH_MINI_AGENT
 from tasks.lawbench_mini.prepare import prepare as prepare_lawbench_mini
+from tasks.spaceship_titanic.prepare import prepare as prepare_spaceship_titanic
 
-BUILTIN = {"lawbench-mini": prepare_lawbench_mini, "lawbench": prepare_lawbench}
+BUILTIN = {"lawbench-mini": prepare_lawbench_mini, "lawbench": prepare_lawbench,
+           "spaceship-titanic": prepare_spaceship_titanic}
 # The packaged reference agent of a built-in task, re-copied on use so an upgrade takes effect.
-REFERENCE_AGENTS = {"lawbench-mini": LAWBENCH_MINI_AGENT, "lawbench": LAWBENCH_MINI_AGENT}
+REFERENCE_AGENTS = dict.fromkeys(BUILTIN, LAWBENCH_MINI_AGENT)
 
 
 def prepare_task(name: str, force: bool = False) -> Path:

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Reference task agent for charge classification (lawbench-mini and any csv-classification task).
+"""Reference task agent for classification (lawbench-mini, lawbench, spaceship-titanic: any
+csv-classification or csv-table task).
 
 Run: python target_agent.py --dataset_dir D --working_dir W
-Reads D/test.csv (id,text), D/train.csv (id,text,label), D/classes.json; asks the target model
-through the OpenAI-compatible endpoint in OPENAI_BASE_URL for each case; writes
-W/submission.csv (id,label) and W/agent_execution.json (one trajectory per item).
+Reads D/test.csv (id,text; or a table's columns), D/train.csv (plus the label), D/classes.json
+and the header of D/sample_submission.csv; asks the target model through the OpenAI-compatible
+endpoint in OPENAI_BASE_URL for each case; writes W/submission.csv (that header, e.g. id,label)
+and W/agent_execution.json (one trajectory per item).
 The SCAFFOLD block holds every setting the scaffold-edit library may change.
 """
 
@@ -113,6 +115,24 @@ def extract(raw, classes):
     return max(named, key=len) if named else None
 
 
+def submission_columns(dataset_dir):
+    """The submission header: the view's sample_submission.csv, else id,label."""
+    try:
+        with open(os.path.join(dataset_dir, "sample_submission.csv"), encoding="utf-8") as f:
+            header = next(csv.reader(f))
+        return header[0], header[1]
+    except (OSError, StopIteration, IndexError):
+        return "id", "label"
+
+
+def as_case(row, id_col, label_col):
+    """{id, text, label}: a text task's columns, or a table row rendered as `column=value; ...`."""
+    text = row.get("text")
+    if text is None:
+        text = "; ".join(f"{k}={v}" for k, v in row.items() if k not in (id_col, label_col))
+    return {"id": row.get(id_col, row.get("id")), "text": text, "label": row.get(label_col, row.get("label"))}
+
+
 def solve(row, train, classes, fallback):
     s = SCAFFOLD
     classes = allowed_labels(row["text"], train, classes)
@@ -145,17 +165,20 @@ def main():
     random.seed(0)
     with open(os.path.join(args.dataset_dir, "classes.json"), encoding="utf-8") as f:
         classes = json.load(f)
+    id_col, label_col = submission_columns(args.dataset_dir)
     with open(os.path.join(args.dataset_dir, "train.csv"), encoding="utf-8") as f:
-        train = [dict(r, grams=bigrams(r["text"][: SCAFFOLD["shot_chars"] * 2])) for r in csv.DictReader(f)]
+        train = [as_case(r, id_col, label_col) for r in csv.DictReader(f)]
+    for row in train:
+        row["grams"] = bigrams(row["text"][: SCAFFOLD["shot_chars"] * 2])
     with open(os.path.join(args.dataset_dir, "test.csv"), encoding="utf-8") as f:
-        test = list(csv.DictReader(f))
+        test = [as_case(r, id_col, label_col) for r in csv.DictReader(f)]
     fallback = collections.Counter(r["label"] for r in train).most_common(1)[0][0] if train else classes[0]
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda r: solve(r, train, classes, fallback), test))
     os.makedirs(args.working_dir, exist_ok=True)
     with open(os.path.join(args.working_dir, "submission.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["id", "label"])
+        writer.writerow([id_col, label_col])
         for row, (label, _) in zip(test, results):
             writer.writerow([row["id"], label])
     with open(os.path.join(args.working_dir, "agent_execution.json"), "w", encoding="utf-8") as f:

@@ -30,7 +30,7 @@ REFERENCE = REFERENCE_AGENT.read_text()
 
 def test_available_edits_skip_tried_and_no_op_edits():
     ids = [e.id for e in available_edits(REFERENCE, [])]
-    assert ids[:3] == ["retrieved-shots-2", "retrieved-shots-4", "retrieved-shots-1"]
+    assert ids[:3] == ["retrieved-shots-2", "neighbour-labels-2", "retrieved-shots-4"]
     assert "constrain-output" not in ids  # the reference already constrains its output
     assert "retrieved-shots-2" not in [e.id for e in available_edits(REFERENCE, ["retrieved-shots-2"])]
 
@@ -218,7 +218,8 @@ def test_write_view_hides_predicted_items_and_split_names(tmp_path, tiny):
     sp = task.splits()
     predict = {s: sp[s] for s in ("feedback", "selection", "test")}
     tags = task.write_view(tmp_path / "view", predict, sp["pool"] + sp["feedback"], salt="r:1:task", prefix="g1t-")
-    assert sorted(p.name for p in (tmp_path / "view").iterdir()) == ["classes.json", "task.md", "test.csv", "train.csv"]
+    assert sorted(p.name for p in (tmp_path / "view").iterdir()) == ["classes.json", "sample_submission.csv", "task.md",
+                                                                  "test.csv", "train.csv"]
     shown = read_csv(tmp_path / "view" / "test.csv")
     assert list(shown[0]) == ["id", "text"] and [r["id"] for r in shown] == list(tags)
     assert all(t.startswith("g1t-q") for t in tags) and len(tags) == 16
