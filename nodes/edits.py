@@ -23,6 +23,9 @@ class ScaffoldEdit(BaseModel):
 LIBRARY: list[ScaffoldEdit] = [
     ScaffoldEdit(id="retrieved-shots-2", key="retrieved_shots", value=2,
                  description="few-shot: add the 2 most similar training cases (retrieved nearest neighbours) with their labels"),
+    ScaffoldEdit(id="centroid-labels-2", key="centroid_labels", value=2,
+                 description="answer extraction: allow only the 2 best labels of a TF-IDF nearest-centroid classifier "
+                             "fitted on the training data"),
     ScaffoldEdit(id="neighbour-labels-2", key="neighbour_labels", value=2,
                  description="answer extraction: allow only the labels of the 2 most similar training cases"),
     ScaffoldEdit(id="retrieved-shots-4", key="retrieved_shots", value=4,

@@ -14,6 +14,7 @@ import argparse
 import collections
 import csv
 import json
+import math
 import os
 import random
 import urllib.request
@@ -27,6 +28,7 @@ SCAFFOLD = {
     "shot_chars": 50,
     "list_labels": False,
     "neighbour_labels": 0,
+    "centroid_labels": 0,
     "constrain_output": True,
     "votes": 1,
     "temperature": 0.0,
@@ -63,8 +65,40 @@ def answer_json(label):
     return json.dumps({"label": label}, ensure_ascii=False)
 
 
+def tfidf(text, idf, unseen_idf):
+    counts = collections.Counter(text[i:i + 2] for i in range(len(text) - 1))
+    weights = {g: (1 + math.log(n)) * idf.get(g, unseen_idf) for g, n in counts.items()}
+    norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
+    return {g: w / norm for g, w in weights.items()}
+
+
+def fit_centroids(train):
+    """A nearest-centroid classifier: per label, the normalised sum of its cases' TF-IDF vectors."""
+    df = collections.Counter(g for r in train for g in {r["text"][i:i + 2] for i in range(len(r["text"]) - 1)})
+    idf = {g: math.log((1 + len(train)) / (1 + n)) + 1 for g, n in df.items()}
+    unseen = math.log(1 + len(train)) + 1
+    sums = collections.defaultdict(collections.Counter)
+    for r in train:
+        sums[r["label"]].update(tfidf(r["text"], idf, unseen))
+    centroids = {}
+    for label, vec in sums.items():
+        norm = math.sqrt(sum(w * w for w in vec.values())) or 1.0
+        centroids[label] = {g: w / norm for g, w in vec.items()}
+    return idf, unseen, centroids
+
+
+CENTROIDS = None  # fitted in main() when SCAFFOLD["centroid_labels"] > 0
+
+
 def allowed_labels(text, train, classes):
-    """All labels, or only those of the `neighbour_labels` most similar training cases."""
+    """All labels; or the `centroid_labels` best labels of the nearest-centroid classifier, best
+    first; or the labels of the `neighbour_labels` most similar training cases."""
+    if SCAFFOLD["centroid_labels"] > 0 and CENTROIDS is not None:
+        idf, unseen, centroids = CENTROIDS
+        q = tfidf(text, idf, unseen)
+        ranked = sorted((c for c in classes if c in centroids),
+                        key=lambda c: -sum(w * centroids[c].get(g, 0.0) for g, w in q.items()))
+        return ranked[: SCAFFOLD["centroid_labels"]] or classes
     k = SCAFFOLD["neighbour_labels"]
     if k <= 0:
         return classes
@@ -172,6 +206,9 @@ def main():
         row["grams"] = bigrams(row["text"][: SCAFFOLD["shot_chars"] * 2])
     with open(os.path.join(args.dataset_dir, "test.csv"), encoding="utf-8") as f:
         test = [as_case(r, id_col, label_col) for r in csv.DictReader(f)]
+    global CENTROIDS
+    if SCAFFOLD["centroid_labels"] > 0 and train:
+        CENTROIDS = fit_centroids(train)
     fallback = collections.Counter(r["label"] for r in train).most_common(1)[0][0] if train else classes[0]
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda r: solve(r, train, classes, fallback), test))
