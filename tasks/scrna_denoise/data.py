@@ -108,7 +108,7 @@ def _check_counts(X: np.ndarray, name: str, cells: list[str], genes: list[str]) 
 
 def simulate_counts(
     n_cells: int = 500,
-    n_genes: int = 2000,
+    n_genes: int = 10_000,
     seed: int = 0,
     *,
     n_groups: int = 4,

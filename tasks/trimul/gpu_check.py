@@ -85,7 +85,8 @@ def main(argv=None) -> int:
             all_ok = False
             report["solutions"][name] = entry
             continue
-        direct = time_direct(load_solution(str(path)), harness.BENCHMARK_SHAPES, args.warmup, args.repeats, args.seed)
+        kernel = load_solution(str(path))
+        direct = time_direct(kernel, harness.BENCHMARK_SHAPES, args.warmup, args.repeats, args.seed)
         entry["direct_mean_us"] = direct
         entry["direct_score_us"] = geomean(direct)
         print(f"   {'shape':<38} {'harness µs':>12} {'direct µs':>12} {'ratio':>7}")
@@ -96,7 +97,8 @@ def main(argv=None) -> int:
         report["solutions"][name] = entry
     scores = {n: e["harness"]["score_us"] for n, e in report["solutions"].items() if e["harness"]["score_us"]}
     if len(scores) == 2:
-        print(f"\ntriton_matmul vs pytorch_reference: {scores['pytorch_reference'] / scores['triton_matmul']:.2f}x")
+        speedup = scores["pytorch_reference"] / scores["triton_matmul"]
+        print(f"\ntriton_matmul vs pytorch_reference: {speedup:.3g}x faster")
     print("published H100 scores (µs): " + ", ".join(f"{k} {v:,}" for k, v in PUBLISHED_H100_US.items()))
     if args.json:
         with open(args.json, "w") as f:

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -57,23 +58,30 @@ def _tail(text: str, n: int = 2000) -> str:
 
 
 def _run_child(args: list[str], device: str, timeout: float) -> tuple[int | None, str]:
-    """Run run_solution in its own session; (returncode or None on timeout, output tail)."""
+    """Run run_solution in its own session; (returncode or None on timeout, output tail). Its process
+    group is killed when it ends or times out (a grandchild that calls setsid itself escapes that)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     if device == "cpu":
         env["TRITON_INTERPRET"] = "1"  # Triton kernels run in its NumPy interpreter on CPU tensors
     else:
         env.pop("TRITON_INTERPRET", None)
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.trimul.run_solution", *args], cwd=REPO_ROOT,
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, _tail(out.decode(errors="replace"))
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the child's own process group, and only it
-        out, _ = proc.communicate()
-        return None, _tail(out.decode(errors="replace"))
+    # Output goes to a file, not a pipe: a grandchild that keeps the pipe open can't stall us.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tasks.trimul.run_solution", *args], cwd=REPO_ROOT,
+                                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline, finished = time.monotonic() + timeout, False
+        while not finished and time.monotonic() < deadline:  # wait without reaping (WNOWAIT) ...
+            finished = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            time.sleep(0 if finished else 0.05)
+        try:  # ... so the group id is still ours: end the solution and anything it left running
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        code = proc.wait()
+        log.seek(max(0, log.seek(0, os.SEEK_END) - 8000))
+        return (code if finished else None), _tail(log.read().decode(errors="replace"))
 
 
 def _exit_text(code: int | None, timeout: float, output: str) -> str:
@@ -127,7 +135,8 @@ def check(solution: str | os.PathLike, shapes=TEST_SHAPES, seeds=(0, 1), device:
     result["ok"] = bool(cases) and not failed
     if failed:
         c = failed[0]
-        result["reason"] = f"{len(failed)} of {len(cases)} cases failed; first {c['shape']} seed {c['seed']}: {c['reason']}"
+        result["reason"] = (f"{len(failed)} of {len(cases)} cases failed; "
+                            f"first {c['shape']} seed {c['seed']}: {c['reason']}")
     elif not cases:
         result["reason"] = "no cases to check"
     return result

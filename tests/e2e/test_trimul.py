@@ -41,8 +41,9 @@ def naive_trimul(inputs) -> torch.Tensor:
         for i in range(N):
             for k in range(N):
                 xn, m = layer_norm(x[b][i][k], w["norm.weight"], w["norm.bias"]), mask[b][i][k]
-                L[i, k] = [p * m * sig(g) for p, g in zip(matvec(w["left_proj.weight"], xn), matvec(w["left_gate.weight"], xn))]
-                R[i, k] = [p * m * sig(g) for p, g in zip(matvec(w["right_proj.weight"], xn), matvec(w["right_gate.weight"], xn))]
+                for side, store in (("left", L), ("right", R)):
+                    proj, gate = matvec(w[f"{side}_proj.weight"], xn), matvec(w[f"{side}_gate.weight"], xn)
+                    store[i, k] = [p * m * sig(g) for p, g in zip(proj, gate)]
                 G[i, k] = [sig(g) for g in matvec(w["out_gate.weight"], xn)]
         rows = []
         for i in range(N):
@@ -176,15 +177,28 @@ def test_a_hanging_solution_is_killed_at_the_timeout(tmp_path):
             f"    open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
             "    time.sleep(600)\n")
     start = time.monotonic()
-    res = harness.check(solution(tmp_path, body), SMALL, seeds=(0,), timeout=12)
+    res = harness.check(solution(tmp_path, body), SMALL, seeds=(0,), timeout=10)
     assert time.monotonic() - start < 40
-    assert not res["ok"] and "timed out after 12s" in res["reason"], res["reason"]
+    assert not res["ok"] and "timed out after 10s" in res["reason"], res["reason"]
     assert all("timed out" in c["reason"] for c in res["cases"])
     solution_pid, sleep_pid = map(int, pids.read_text().split())
     deadline = time.monotonic() + 5
     while (_alive(solution_pid) or _alive(sleep_pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(solution_pid) and not _alive(sleep_pid)  # its whole process group is gone
+
+
+def test_processes_a_solution_leaves_behind_are_ended(tmp_path):
+    pid_file = tmp_path / "pid"
+    body = ("import subprocess\n"
+            f"open({str(pid_file)!r}, 'w').write(str(subprocess.Popen(['sleep', '600']).pid))\n"
+            "def custom_kernel(inputs):\n    return reference_kernel(inputs)\n")
+    res = harness.check(solution(tmp_path, body), SMALL[:1], seeds=(0,), timeout=120)
+    assert res["ok"], res["reason"]
+    pid, deadline = int(pid_file.read_text()), time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
 
 
 def _numbers_under(obj, path=""):
@@ -203,7 +217,8 @@ def test_benchmark_without_cuda_gives_no_number_but_still_checks(tmp_path, monke
     res = harness.benchmark(harness.SOLUTIONS / "pytorch_reference.py", check_shapes=SMALL)
     assert res["available"] is False and res["reason"] == "no CUDA device" and res["score_us"] is None
     assert res["correct"] and res["correctness"]["device"] == "cpu"
-    assert list(_numbers_under(res)) == [("correctness.cases[0].seed", 0), ("correctness.cases[1].seed", 0)]
+    numbers = [p for p, _ in _numbers_under(res)]  # shape sizes and seeds only: no time of any kind
+    assert numbers and all(".shape." in p or p.endswith(".seed") for p in numbers), numbers
     wrong = harness.benchmark(solution(tmp_path, WRONG["skips the mask"][0]), check_shapes=SMALL)
     assert wrong["available"] is False and wrong["score_us"] is None and not wrong["correct"]
 
