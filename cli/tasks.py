@@ -45,53 +45,48 @@ def cmd_tasks_list(args) -> int:
     return 0
 
 
-def cmd_tasks_prepare(args) -> int:
+def load_made_task(make):
+    """Task.load(make()), with a task error shown as one CLI error."""
     from cli.main import CLIError
     from tasks.base import Task, TaskError
-    from tasks.registry import prepare_task
 
     try:
-        task = Task.load(prepare_task(args.name, force=args.force))
+        return Task.load(make())
     except TaskError as exc:
         raise CLIError(str(exc)) from None
+
+
+def sizes(task) -> str:
     splits = task.splits()
-    console.print(f"{escape(task.name)}: {len(task.classes)} labels, "
-                  f"{sum(len(splits[s]) for s in ('feedback', 'selection', 'pool'))} training and "
-                  f"{len(splits['test'])} test cases in {escape(str(task.root))}")
+    train = sum(len(splits[s]) for s in ("feedback", "selection", "pool"))
+    return f"{len(task.classes)} labels, {train} training and {len(splits['test'])} test items"
+
+
+def cmd_tasks_prepare(args) -> int:
+    from tasks.registry import prepare_task
+
+    task = load_made_task(lambda: prepare_task(args.name, force=args.force))
+    console.print(f"{escape(task.name)}: {sizes(task)} in {escape(str(task.root))}")
     return 0
 
 
 def cmd_import_lawbench(args) -> int:
-    from cli.main import CLIError
     from gateway.model_store import cache_dir
-    from tasks.base import Task, TaskError
     from tasks.lawbench.import_file import import_lawbench
 
     name = args.name or "lawbench-" + re.sub(r"[^A-Za-z0-9_-]+", "-", Path(args.file).stem).strip("-").lower()
-    try:
-        task = Task.load(import_lawbench(Path(args.file), cache_dir() / "tasks" / name, name, args.test_fraction))
-    except TaskError as exc:
-        raise CLIError(str(exc)) from None
-    splits = task.splits()
-    console.print(f"{escape(name)}: {len(task.classes)} charges, {sum(len(splits[s]) for s in ('feedback', 'selection', 'pool'))}"
-                  f" training and {len(splits['test'])} test items, scored by mean F1; run it with "
-                  f"`sia run --task {escape(name)}`")
+    task = load_made_task(lambda: import_lawbench(Path(args.file), cache_dir() / "tasks" / name, name, args.test_fraction))
+    console.print(f"{escape(name)}: {sizes(task)}, scored by {task.spec.metric}; run it with `sia run --task {escape(name)}`")
     return 0
 
 
 def cmd_import_mlebench(args) -> int:
-    from cli.main import CLIError
     from gateway.model_store import cache_dir
-    from tasks.base import Task, TaskError
     from tasks.mlebench import import_mlebench
 
     name = args.name or Path(args.folder).resolve().name
-    try:
-        task = Task.load(import_mlebench(Path(args.folder), cache_dir() / "tasks" / name, name))
-    except TaskError as exc:
-        raise CLIError(str(exc)) from None
-    console.print(f"{escape(name)}: {len(task.classes)} classes, {task.spec.metric} on "
-                  f"{len(task.splits()['test'])} test rows; run it with `sia run --task {escape(name)}`")
+    task = load_made_task(lambda: import_mlebench(Path(args.folder), cache_dir() / "tasks" / name, name))
+    console.print(f"{escape(name)}: {sizes(task)}, scored by {task.spec.metric}; run it with `sia run --task {escape(name)}`")
     return 0
 
 

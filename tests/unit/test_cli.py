@@ -311,7 +311,7 @@ def test_import_lawbench_makes_a_multilabel_task_scored_by_f1(capsys, tmp_path, 
 
     monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
     code, out, _ = run_cli(capsys, "tasks", "import-lawbench", str(lawbench_file(tmp_path / "3-3.json")))
-    assert code == 0 and "lawbench-3-3: 4 charges, 16 training and 4 test items" in out
+    assert code == 0 and "lawbench-3-3: 4 labels, 16 training and 4 test items, scored by mean F1" in out
     task = Task.load(tmp_path / "cache" / "tasks" / "lawbench-3-3")
     gold = {r["id"]: r["label"] for r in task.splits()["test"]}
     run = lambda preds: score_items(task, preds, gold, sandbox=SubprocessSandbox(),  # noqa: E731
