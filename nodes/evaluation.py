@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -67,7 +68,8 @@ def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit:
                                prefix=f"g{candidate.generation}{purpose[0]}{_digest(todo, svc.paths.tag_salt())}-")
         shutil.copy(candidate.scaffold_path, work / "target_agent.py")
         token = svc.gateway.issue_token(CallScope(run_id, candidate.generation, candidate.adapter, purpose))
-        env = {"OPENAI_BASE_URL": svc.gateway.base_url, "OPENAI_API_KEY": token, "SIA_MODEL": svc.config.target.model}
+        env = {name: os.environ[name] for name in task.spec.agent_env if name in os.environ}
+        env |= {"OPENAI_BASE_URL": svc.gateway.base_url, "OPENAI_API_KEY": token, "SIA_MODEL": svc.config.target.model}
         try:
             result = svc.sandbox.run([svc.python, "target_agent.py", "--dataset_dir", str(view), "--working_dir", str(work / "out")],
                                      work, env, svc.config.sandbox, readable=[view], forward_ports=[svc.gateway.port])

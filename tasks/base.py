@@ -58,6 +58,9 @@ class TaskSpec(BaseModel):
     evaluator: str | None = Field(None, description="The task's own evaluator script (tasks/evaluator.py has its contract); "
                                                     "None scores top-1 accuracy against the allowed labels.")
     evaluator_timeout_s: float = Field(120, gt=0, description="Wall-clock limit of one evaluator run.")
+    agent_env: list[str] = Field(default_factory=list, description="Environment variables passed from SIA's "
+                                 "environment to the agent (task settings, never keys: names ending in _KEY, _TOKEN, "
+                                 "_SECRET or _PASSWORD are refused).")
     feedback_per_label: int = Field(2, ge=1, description="Feedback items per label, drawn from training data.")
     selection_per_label: int = Field(3, ge=1, description="Selection items per label, drawn from training data.")
     split_seed: int = Field(0, description="Seed of the split draw.")
@@ -87,6 +90,8 @@ class Task:
         need = {"task.md": "write a task description", spec.train_file: "add labelled training data",
                 spec.test_file: "add the test inputs", spec.test_labels_file: "add the private test labels",
                 spec.classes_file: "add a JSON list of allowed labels", spec.reference_agent: "add a reference agent"}
+        if secret := [v for v in spec.agent_env if v.upper().endswith(("_KEY", "_TOKEN", "_SECRET", "_PASSWORD"))]:
+            raise TaskError(f"{meta}: agent_env names {secret[0]}, which looks like a secret; agents never get secrets")
         if spec.evaluator:
             need[spec.evaluator] = "add the evaluator script, or remove 'evaluator' from sia_task.json"
         for rel, fix in need.items():

@@ -232,3 +232,24 @@ def test_task_metadata_can_declare_the_feedback_and_selection_ids(tmp_path):
     (task_dir / "splits.json").write_text(json.dumps({"feedback": ["nope"], "selection": []}))
     with pytest.raises(TaskError, match=r"splits\.json: ids must be distinct training ids; unknown: \['nope'\]"):
         Task.load(task_dir).splits()
+
+
+def test_the_agent_gets_the_variables_its_task_declares_and_no_other(tmp_path, monkeypatch):
+    task_dir = make_tiny_task(tmp_path / "task")
+    spec = json.loads((task_dir / "sia_task.json").read_text())
+    (task_dir / "sia_task.json").write_text(json.dumps({**spec, "agent_env": ["TINY_MODE"]}))
+    agent = task_dir / "reference" / "target_agent.py"
+    agent.write_text("import os, sys\nprint(sorted(os.environ), os.environ.get('TINY_MODE'), file=sys.stderr)\n"
+                     + agent.read_text())
+    monkeypatch.setenv("TINY_MODE", "strict")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-planted-parent-key")
+    svc = fake_services(tmp_path, "env", [KEEP], [decide("stop")])
+    try:
+        run_graph(svc, SIAInput(run_id="env", task=str(task_dir), max_generations=1))
+    finally:
+        shutdown(svc)
+    seen = (svc.paths.gen(1) / "task_selection_stderr.log").read_text().splitlines()[0]
+    assert seen.endswith(" strict") and "TINY_MODE" in seen and "sk-planted" not in seen
+    (task_dir / "sia_task.json").write_text(json.dumps({**spec, "agent_env": ["HF_TOKEN"]}))
+    with pytest.raises(TaskError, match="agent_env names HF_TOKEN, which looks like a secret"):
+        Task.load(task_dir)
