@@ -98,6 +98,9 @@ class RunConfig(BaseModel):
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
         try:
-            return cls.model_validate_json(Path(path).read_text())
+            data = json.loads(Path(path).read_text())
+            if isinstance(data, dict) and "min_improvement" in data:  # runs from before keep_best: same rule
+                data["keep_best"] = {"test": "none", "min_improvement": data.pop("min_improvement")}
+            return cls.model_validate(data)
         except ValueError as exc:
             raise ValueError(f"{path}: invalid run config: {exc}") from exc

@@ -253,3 +253,14 @@ def test_the_agent_gets_the_variables_its_task_declares_and_no_other(tmp_path, m
     (task_dir / "sia_task.json").write_text(json.dumps({**spec, "agent_env": ["HF_TOKEN"]}))
     with pytest.raises(TaskError, match="agent_env names HF_TOKEN, which looks like a secret"):
         Task.load(task_dir)
+
+
+def test_a_run_config_from_before_keep_best_still_loads_with_its_old_rule(tmp_path):
+    from graph.config import RunConfig
+
+    old = RunConfig(runs_dir=tmp_path).model_dump(mode="json")
+    del old["keep_best"]
+    old["min_improvement"] = 0.02
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    cfg = RunConfig.load(tmp_path / "config.json")
+    assert cfg.keep_best.test == "none" and cfg.keep_best.min_improvement == 0.02
