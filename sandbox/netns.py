@@ -103,13 +103,19 @@ class NetJail:
                     if kind == "stop":
                         return
                     if kind == "accept":
-                        with suppress(OSError):
+                        try:
                             inner, _ = key.fileobj.accept()
+                        except OSError:
+                            continue
+                        try:
                             outer = socket.create_connection(("127.0.0.1", arg), timeout=5)
-                            for a, b in ((inner, outer), (outer, inner)):
-                                a.setblocking(False)
-                                peers[a] = b
-                                sel.register(a, selectors.EVENT_READ, ("data", None))
+                        except OSError:
+                            inner.close()  # the gateway is gone: the child sees a closed connection
+                            continue
+                        for a, b in ((inner, outer), (outer, inner)):
+                            a.setblocking(False)
+                            peers[a] = b
+                            sel.register(a, selectors.EVENT_READ, ("data", None))
                         continue
                     src = key.fileobj
                     try:
