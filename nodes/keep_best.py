@@ -41,8 +41,10 @@ class Verdict:
 def paired_bootstrap_p(diffs: np.ndarray, resamples: int, seed: int) -> float:
     """P(mean difference <= 0) under resampling items with replacement (add-one smoothed)."""
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diffs), size=(resamples, len(diffs)))
-    not_better = int((diffs[idx].mean(axis=1) <= 0).sum())
+    not_better = 0
+    for start in range(0, resamples, 1000):  # in chunks, so large selection splits stay small in memory
+        idx = rng.integers(0, len(diffs), size=(min(1000, resamples - start), len(diffs)))
+        not_better += int((diffs[idx].mean(axis=1) <= 0).sum())
     return (not_better + 1) / (resamples + 1)
 
 
