@@ -78,10 +78,6 @@ class RunDB:
         with self.lock:
             self.db["flags"].insert(dict(row, created=time.time()), alter=True)
 
-    def flags(self, run_id: str) -> list[dict]:
-        with self.lock:
-            return list(self.db["flags"].rows_where("run_id = ?", [run_id])) if "flags" in self.db.table_names() else []
-
     def save_generation(self, row: dict) -> None:
         with self.lock:
             self.db["generations"].upsert(dict(row, created=time.time()), pk=("run_id", "generation"), alter=True)
