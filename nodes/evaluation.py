@@ -21,8 +21,8 @@ from checkpoints.paths import write_json_atomic, write_text_atomic
 from gateway.server import CallScope
 from graph.state import Candidate
 from sandbox.files import UnsafeOutput, read_child_file
-from tasks.base import Task, TaskError
-from tasks.evaluator import score_items
+from tasks.base import Task
+from tasks.evaluator import score_output
 
 
 class ProtectedFilesChanged(RuntimeError):
@@ -47,6 +47,9 @@ def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit:
     rows = {s: (rows_override or {}).get(s) or task_splits[s] for s in splits}
     todo = []
     for split in splits:
+        if not rows[split]:  # e.g. the rollout split of a task without a training pool
+            out[split] = SplitScore(0.0, 0, [])
+            continue
         cached = [] if rows_override else svc.db.cached_items(run_id, candidate.scaffold_sha, candidate.adapter, split)
         if cached and len(cached) == len(rows[split]):
             out[split] = SplitScore(sum(r["score"] for r in cached) / len(cached), len(cached), cached)
@@ -80,42 +83,28 @@ def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit:
             why = f"protected task files changed while generation {candidate.generation}'s agent ran: {', '.join(changed)}"
             svc.db.save_flag({"run_id": run_id, "generation": candidate.generation, "purpose": purpose, "why": why})
             raise ProtectedFilesChanged(why)
-        error = None
-        try:
-            predictions = task.read_predictions(work / "out")
-        except TaskError as exc:
-            predictions = {}
-            error = (f"{exc}; exit code {result.returncode}{' (timed out)' if result.timed_out else ''}: "
-                     f"{result.stderr[-500:].replace(token, '<token>')}")
         if log_dir is not None:
-            _keep_logs(log_dir, f"{purpose}_{'-'.join(todo)}", result, work / "out", secret=token)
+            _keep_logs(log_dir, f"{purpose}_{'-'.join(todo)}", result, work / "out", secret=token,
+                       outputs=("agent_execution.json", task.spec.submission))
+        gold = {(s, r["id"]): r["label"] for s in todo for r in rows[s]}
+        outcomes, problem = score_output(task, work / "out", tags, gold, sandbox=svc.sandbox,
+                                         limits=svc.config.sandbox, python=svc.python)
+        error = problem and (f"{problem}; exit code {result.returncode}{' (timed out)' if result.timed_out else ''}: "
+                             f"{result.stderr[-500:].replace(token, '<token>')}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    gold = {(s, r["id"]): r["label"] for s in todo for r in rows[s]}
-    scores = _score(svc, task, {key: predictions.get(tag) for tag, key in tags.items()}, gold)
     by_split: dict[str, list[dict]] = {s: [] for s in todo}
     for tag, (split, item_id) in tags.items():
-        pred = predictions.get(tag)
+        o = outcomes[(split, item_id)]
         by_split[split].append({
             "run_id": run_id, "generation": candidate.generation, "scaffold_sha": candidate.scaffold_sha,
             "adapter": candidate.adapter or "base", "split": split, "item_id": item_id, "tag": tag,
-            "prediction": pred, "gold": gold[(split, item_id)], "score": scores[(split, item_id)],
-            "error": error or (None if pred is not None else "no prediction for this item")})
+            "prediction": o["prediction"], "gold": gold[(split, item_id)], "score": o["score"],
+            "error": error or o["error"]})
     for split, items in by_split.items():
         if not rows_override:
             svc.db.save_items(items)
         out[split] = SplitScore(sum(i["score"] for i in items) / max(1, len(items)), len(items), items)
-    return out
-
-
-def _score(svc, task: Task, predictions: dict, gold: dict) -> dict:
-    """(split, item id) -> score, one evaluator call per split."""
-    out = {}
-    for split in sorted({s for s, _ in gold}):
-        ids = [i for s, i in gold if s == split]
-        per_item = score_items(task, {i: predictions[(split, i)] for i in ids}, {i: gold[(split, i)] for i in ids},
-                               sandbox=svc.sandbox, limits=svc.config.sandbox, python=svc.python)
-        out.update({(split, i): per_item[i] for i in ids})
     return out
 
 
@@ -125,7 +114,7 @@ def _digest(splits: list[str], salt: str) -> str:
     return hashlib.sha256(f"{salt}:{','.join(splits)}".encode()).hexdigest()[:4]
 
 
-def _keep_logs(log_dir: Path, stem: str, result, out: Path, secret: str) -> None:
+def _keep_logs(log_dir: Path, stem: str, result, out: Path, secret: str, outputs: tuple[str, ...]) -> None:
     """Keep the agent's output and files; the (already revoked) gateway token is blanked out."""
     log_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(log_dir / f"{stem}_stdout.log", result.stdout.replace(secret, "<token>"))
@@ -134,7 +123,7 @@ def _keep_logs(log_dir: Path, stem: str, result, out: Path, secret: str) -> None
         "returncode": result.returncode, "timed_out": result.timed_out, "wall_s": round(result.wall_s, 2),
         "output_truncated": result.output_truncated, "killed_leftovers": result.killed_leftovers,
         "network": result.network})
-    for name in ("agent_execution.json", "submission.csv"):
+    for name in outputs:
         try:
             data = read_child_file(out, name, max_bytes=50_000_000)
         except UnsafeOutput:

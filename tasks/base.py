@@ -84,6 +84,9 @@ class Task:
             spec = TaskSpec.model_validate_json(meta.read_text()) if meta.exists() else TaskSpec(name=root.name)
         except (ValidationError, ValueError) as exc:
             raise TaskError(f"{meta}: invalid task metadata ({exc}); fix the file or delete it to use the defaults")
+        if spec.direction != "max":
+            raise TaskError(f"{meta}: direction '{spec.direction}': the loop maximises its metric; have the evaluator "
+                            "report a score where higher is better (e.g. the negated loss) and set direction to max")
         if not (root / "data" / "private").is_dir() and spec.test_labels_file.startswith("data/private/"):
             raise TaskError(f"{root / 'data' / 'private'}: missing; the private test labels go there "
                             f"({spec.test_labels_file}), where no agent can read them")
@@ -127,17 +130,20 @@ class Task:
         selection items), the private data and the protected files reachable by their owner only,
         so a sandboxed agent (another uid) can open none of it even by its exact path. Agents get
         a copy of what they may see."""
-        private_dirs = {self.root, (self.root / self.spec.test_labels_file).parent}
-        if (self.root / "data" / "private").is_dir():
-            private_dirs.add(self.root / "data" / "private")
         try:
-            for d in private_dirs:
+            for d in self.private_dirs():
                 os.chmod(d, 0o700)
             for f in self.protected_files():
                 os.chmod(f, os.stat(f).st_mode & ~0o022)
         except OSError as exc:
             raise TaskError(f"{exc.filename}: cannot protect the task's private data ({exc.strerror}); "
                             "own the task folder or make it and data/private mode 700 yourself") from exc
+
+    def private_dirs(self) -> set[Path]:
+        dirs = {self.root, (self.root / self.spec.test_labels_file).parent}
+        if (self.root / "data" / "private").is_dir():
+            dirs.add(self.root / "data" / "private")
+        return dirs
 
     def _read(self, rel: str) -> list[dict]:
         with open(self.root / rel, newline="", encoding="utf-8") as f:

@@ -74,3 +74,26 @@ def score_items(task: Task, predictions: dict[str, str | None], gold: dict[str, 
     if task.spec.evaluator:
         return run_evaluator(task, sandbox, limits, python, predictions, gold)
     return {item: task.score_item(predictions.get(item), g) for item, g in gold.items()}
+
+
+def score_output(task: Task, out_dir: Path, tags: dict[str, tuple[str, str]], gold: dict[tuple[str, str], str | None],
+                 *, sandbox, limits: SandboxLimits, python: str) -> tuple[dict[tuple[str, str], dict], str | None]:
+    """(outcomes, problem): (split, id) -> {prediction, score, error} for every tagged item, and what
+    was wrong with the agent's output as a whole (None when it could be read). Tasks that score a
+    whole output folder themselves (SIA folders) have their own `score_output`."""
+    if hasattr(task, "score_output"):
+        return task.score_output(out_dir, tags, sandbox=sandbox, limits=limits, python=python)
+    try:
+        predictions, problem = task.read_predictions(out_dir), None
+    except TaskError as exc:
+        predictions, problem = {}, str(exc)
+    by_key = {key: predictions.get(tag) for tag, key in tags.items()}
+    outcomes = {}
+    for split in sorted({s for s, _ in tags.values()}):
+        ids = [i for s, i in tags.values() if s == split]
+        scores = score_items(task, {i: by_key[(split, i)] for i in ids}, {i: gold[(split, i)] for i in ids},
+                             sandbox=sandbox, limits=limits, python=python)
+        outcomes.update({(split, i): {"prediction": by_key[(split, i)], "score": scores[i],
+                                      "error": None if by_key[(split, i)] is not None else "no prediction for this item"}
+                         for i in ids})
+    return outcomes, problem

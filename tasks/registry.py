@@ -8,15 +8,18 @@ from pathlib import Path
 
 from gateway.model_store import cache_dir
 from tasks.base import Task, TaskError
+from tasks.sia_folder import SIAFolderTask, is_sia_folder
 from tasks.lawbench.prepare import prepare as prepare_lawbench
 from tasks.lawbench_mini.prepare import REFERENCE_AGENT as LAWBENCH_MINI_AGENT
 from tasks.lawbench_mini.prepare import prepare as prepare_lawbench_mini
+from tasks.scrna_denoise.prepare import REFERENCE_AGENT as SCRNA_AGENT
+from tasks.scrna_denoise.prepare import prepare as prepare_scrna_denoise
 from tasks.spaceship_titanic.prepare import prepare as prepare_spaceship_titanic
 
 BUILTIN = {"lawbench-mini": prepare_lawbench_mini, "lawbench": prepare_lawbench,
-           "spaceship-titanic": prepare_spaceship_titanic}
+           "spaceship-titanic": prepare_spaceship_titanic, "scrna-denoise": prepare_scrna_denoise}
 # The packaged reference agent of a built-in task, re-copied on use so an upgrade takes effect.
-REFERENCE_AGENTS = dict.fromkeys(BUILTIN, LAWBENCH_MINI_AGENT)
+REFERENCE_AGENTS = dict.fromkeys(BUILTIN, LAWBENCH_MINI_AGENT) | {"scrna-denoise": SCRNA_AGENT}
 
 
 def prepare_task(name: str, force: bool = False) -> Path:
@@ -24,22 +27,32 @@ def prepare_task(name: str, force: bool = False) -> Path:
     if name not in BUILTIN:
         raise TaskError(f"unknown task '{name}': built-in tasks are {sorted(BUILTIN)}")
     dest = cache_dir() / "tasks" / name
-    if force or not (dest / "task.md").exists():
+    if force or not is_task_folder(dest):
         BUILTIN[name](dest)
     return dest
+
+
+def load_folder(path: Path) -> Task:
+    """A task folder in our layout, or an unmodified SIA task folder (`data/public/task.md`)."""
+    return SIAFolderTask.load(path) if is_sia_folder(path) else Task.load(path)
+
+
+def is_task_folder(path: Path) -> bool:
+    return (path / "task.md").exists() or is_sia_folder(path)
 
 
 def resolve_task(name_or_dir: str) -> Task:
     """A task directory, or a built-in task name (prepared into the cache when missing)."""
     path = Path(name_or_dir)
     if path.is_dir():
-        return Task.load(path)
-    if name_or_dir not in BUILTIN and (cache_dir() / "tasks" / name_or_dir / "task.md").exists():
-        return Task.load(cache_dir() / "tasks" / name_or_dir)  # prepared or imported earlier
+        return load_folder(path)
+    if name_or_dir not in BUILTIN and is_task_folder(cache_dir() / "tasks" / name_or_dir):
+        return load_folder(cache_dir() / "tasks" / name_or_dir)  # prepared or imported earlier
     if name_or_dir not in BUILTIN:
         raise TaskError(f"unknown task '{name_or_dir}': not a directory, and built-in tasks are {sorted(BUILTIN)}")
     dest = prepare_task(name_or_dir)
-    packaged, prepared = REFERENCE_AGENTS[name_or_dir], dest / "reference" / "target_agent.py"
-    if not prepared.exists() or prepared.read_bytes() != packaged.read_bytes():
-        shutil.copy(packaged, prepared)
-    return Task.load(dest)
+    task = load_folder(dest)
+    packaged = REFERENCE_AGENTS[name_or_dir]
+    if task.reference_agent.read_bytes() != packaged.read_bytes():
+        shutil.copy(packaged, task.reference_agent)
+    return task

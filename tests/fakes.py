@@ -3,6 +3,8 @@
 The public API (everything else here is a detail):
 
 - `make_tiny_task(root)`: a csv-classification task folder whose texts carry one keyword per label.
+- `make_sia_folder_task(root, items=True)`: the same kind of task as an unmodified SIA task folder
+  (`data/public/task.md`, `data/public/evaluate.py --gen-dir`, `reference/reference_target_agent.py`).
 - `KeywordBackend` / `fake_backends()`: a gateway backend that "answers" by keyword, but only when
   the agent sends few-shot examples or an adapter is served, so scaffold edits and adapters both
   measurably raise scores.
@@ -87,6 +89,60 @@ def make_tiny_task(root: Path, n_labels: int = 3, per_label: int = 8, test_per_l
     _write_csv(root / "data" / "private" / "test.csv", ["id", "label"], [(i, lab) for i, _, lab in test])
     os.chmod(root / "data" / "private", 0o700)
     shutil.copy(REFERENCE_AGENT, root / "reference" / "target_agent.py")
+    return root
+
+
+SIA_EVALUATE = """\"\"\"SIA-style evaluator: python evaluate.py --gen-dir DIR writes DIR/results.json.\"\"\"
+import argparse, csv, json, sys
+from pathlib import Path
+
+TASK_DIR = Path(__file__).parent.parent.parent
+TRUTH_PATH = TASK_DIR / "data/private/test.csv"
+WITH_ITEMS = {with_items}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gen-dir", type=Path, required=True)
+    args = parser.parse_args()
+    submission = args.gen_dir / "submission.csv"
+    if not submission.exists():
+        print(f"Error: No submission.csv found in {{args.gen_dir}}")
+        sys.exit(1)
+    with open(TRUTH_PATH, newline="") as f:
+        truth = {{r["id"]: r["label"] for r in csv.DictReader(f)}}
+    with open(submission, newline="") as f:
+        pred = {{r["id"]: r["label"] for r in csv.DictReader(f)}}
+    items = [{{"id": i, "correct": pred.get(i) == gold, "prediction": pred.get(i)}} for i, gold in truth.items()]
+    results = {{"n_total": len(items), "accuracy": sum(it["correct"] for it in items) / len(items)}}
+    if WITH_ITEMS:
+        results["items"] = items
+    (args.gen_dir / "results.json").write_text(json.dumps(results))
+    print(f"Accuracy : {{results['accuracy']:.4f}}")
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def make_sia_folder_task(root: Path, items: bool = True, n_labels: int = 3, per_label: int = 5) -> Path:
+    """An unmodified-SIA-layout task: `data/public/{task.md, evaluate.py, train.csv, test.csv,
+    classes.json}`, `data/private/test.csv` and `reference/reference_target_agent.py` (no
+    sia_task.json). The n_labels*per_label scored ids are `it-K`; tiers (20/20/60%) are hashed."""
+    root = Path(root)
+    make_tiny_task(root, n_labels=n_labels, per_label=8, test_per_label=1)
+    pub, priv = root / "data" / "public", root / "data" / "private"
+    (root / "task.md").rename(pub / "task.md")
+    (root / "sia_task.json").unlink()
+    (pub / "evaluate.py").write_text(SIA_EVALUATE.format(with_items=items))
+    labels = list(KEYWORDS)[:n_labels]
+    scored = [(f"it-{li * per_label + j}", f"Hearing {li * 100 + j}: the accused {KEYWORDS[label]} "
+               f"{OBJECTS[(li + j + 3) % len(OBJECTS)]}.", label)
+              for li, label in enumerate(labels) for j in range(per_label)]
+    _write_csv(pub / "test.csv", ["id", "text"], [(i, t) for i, t, _ in scored])
+    _write_csv(priv / "test.csv", ["id", "label"], [(i, lab) for i, _, lab in scored])
+    (root / "reference" / "target_agent.py").rename(root / "reference" / "reference_target_agent.py")
     return root
 
 

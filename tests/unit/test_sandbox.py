@@ -304,3 +304,29 @@ def test_read_child_file_reads_only_plain_files(tmp_path: Path) -> None:
             read_child_file(out, name, max_bytes=1024)
     with pytest.raises(UnsafeOutput, match="not a plain directory"):
         read_child_file(tmp_path / "linked-out", "ok.csv")
+
+
+def test_copy_child_tree_copies_plain_files_and_folders_only(tmp_path: Path) -> None:
+    from sandbox.files import UnsafeOutput, copy_child_tree
+
+    out = tmp_path / "out"
+    (out / "results" / "deep").mkdir(parents=True)
+    (out / "submission.csv").write_text("id,label\n")
+    (out / "results" / "deep" / "a.json").write_text("{}")
+    (tmp_path / "secret").write_text("root only")
+    (out / "link.csv").symlink_to(tmp_path / "secret")
+    (out / "linked-dir").symlink_to(tmp_path)
+    os.mkfifo(out / "fifo.csv")
+    copied = copy_child_tree(out, tmp_path / "copy")
+    found = sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*"))
+    assert found == ["results", "results/deep", "results/deep/a.json", "submission.csv"] and copied == 11
+    assert copy_child_tree(tmp_path / "missing", tmp_path / "copy2") == 0 and not (tmp_path / "copy2").exists()
+    with pytest.raises(UnsafeOutput, match=r"submission.csv is 9 bytes \(at most 8\)"):
+        copy_child_tree(out, tmp_path / "copy3", max_bytes=10)
+    with pytest.raises(UnsafeOutput, match="more than 1 files"):
+        copy_child_tree(out, tmp_path / "copy4", max_files=1)
+    with pytest.raises(UnsafeOutput, match="deeper than 1"):
+        copy_child_tree(out, tmp_path / "copy5", max_depth=1)
+    (tmp_path / "linked-out").symlink_to(out)
+    with pytest.raises(UnsafeOutput, match="not a plain directory"):
+        copy_child_tree(tmp_path / "linked-out", tmp_path / "copy6")

@@ -1,0 +1,280 @@
+"""An unmodified SIA task folder, run by our loop.
+
+SIA's layout: `data/public/` (`task.md`, `evaluate.py`, the data agents read), `data/private/`
+(the gold answers) and `reference/` (the reference agent, `*target_agent.py`). SIA runs
+`python target_agent.py --dataset_dir data/public --working_dir GEN`, then
+`python data/public/evaluate.py --gen-dir GEN`, which finds the agent's output in GEN, reads the
+gold answers beside itself (`../private`) and writes `GEN/results.json`.
+
+SIA scores all private items at once; we need three disjoint tiers. The items are the ids of the
+*item table*: the first file of `data/private` (by name) that is a CSV (ids in its first column),
+a JSON list of objects with an "id", or a JSON object keyed by id. A seeded hash sends each id to
+feedback, selection or test (fractions in an optional `sia_task.json`, default 20/20/60). Every
+evaluation works on a copy of the task folder in which each file of `data/public` and
+`data/private` that is mostly item rows keeps only the rows of the items at hand: the agent sees
+only those inputs (unless `restrict_public_inputs` is false) and the unmodified `evaluate.py`
+scores only that tier.
+
+A tier's score is results.json's metric (`accuracy` by default, else its first top-level number),
+one reward for the whole solution, given to every item of the tier; when results.json has
+`"items": [{"id": ..., "score": number | "correct": bool}, ...]` those are the per-item outcomes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sandbox.files import UnsafeOutput, copy_child_tree, read_child_file
+from tasks.base import Task, TaskError
+from tasks.evaluator import EvaluatorError
+
+
+
+class SIAFolderSpec(BaseModel):
+    """Optional `sia_task.json` beside an SIA folder's `data/` (kind "sia-folder")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Task name.")
+    kind: Literal["sia-folder"] = "sia-folder"
+    metric: str = Field("accuracy", description="results.json key of the score (higher is better); when absent "
+                                                "the first top-level number is used.")
+    direction: Literal["max"] = Field("max", description="The loop maximises; report a score where higher is better.")
+    evaluator: str = Field("data/public/evaluate.py", description="SIA's evaluator, run as `evaluate.py --gen-dir D`.")
+    evaluator_timeout_s: float = Field(300, gt=0, description="Wall-clock limit of one evaluator run.")
+    reference_agent: str | None = Field(None, description="The reference agent; default: the one *target_agent.py "
+                                                          "in reference/.")
+    item_table: str | None = Field(None, description="The private file whose rows are the items; default: the "
+                                                     "first one of data/private that is a table.")
+    feedback_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the items in the feedback tier.")
+    selection_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the items in the selection tier.")
+    split_seed: int = Field(0, description="Seed of the tier hash.")
+    restrict_public_inputs: bool = Field(True, description="Cut the agent's public item tables to the items at hand; "
+                                         "False when items belong together (e.g. the cells of one dataset): the agent "
+                                         "then sees every item's public inputs, and only the scoring is cut to a tier.")
+    agent_env: list[str] = Field(default_factory=list, description="Environment variables passed to the agent.")
+    submission: str = Field("submission.csv", description="The output file kept in the generation's logs.")
+    max_output_bytes: int = Field(512_000_000, gt=0, description="Cap on what the agent leaves in its working dir "
+                                  "(all files together; each evaluation copies it once per tier).")
+
+
+def is_sia_folder(root: Path) -> bool:
+    return (root / "data" / "public" / "task.md").is_file() and not (root / "task.md").exists()
+
+
+def _read_table(path: Path) -> tuple[str, list | dict, list[str]] | None:
+    """(kind, parsed, ids) of a CSV with a header / JSON list of {"id"} / JSON object; else None."""
+    if path.suffix.lower() == ".csv":
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.reader(f))
+        except (csv.Error, UnicodeDecodeError):
+            return None
+        return ("csv", rows, [r[0] for r in rows[1:] if r]) if len(rows) > 1 else None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            return None
+        if isinstance(data, list) and data and all(isinstance(r, dict) and "id" in r for r in data):
+            return "json-list", data, [str(r["id"]) for r in data]
+        if isinstance(data, dict) and data:
+            return "json-object", data, [str(k) for k in data]
+    return None
+
+
+def restrict_copy(src: Path, dest: Path, all_ids: set[str], keep: set[str]) -> None:
+    """Copy `src` to `dest`; a table at least half made of item rows keeps only the rows in `keep`."""
+    table = _read_table(src) if src.suffix.lower() in (".csv", ".json") else None
+    if table is None or sum(i in all_ids for i in table[2]) * 2 < len(table[2]):
+        shutil.copy(src, dest)
+        return
+    kind, data, _ = table
+    if kind == "csv":
+        with open(dest, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([data[0]] + [r for r in data[1:] if r and r[0] in keep])
+    else:
+        kept = ([r for r in data if str(r["id"]) in keep] if kind == "json-list"
+                else {k: v for k, v in data.items() if str(k) in keep})
+        dest.write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
+
+
+def copy_restricted(src_dir: Path, dest_dir: Path, all_ids: set[str], keep: set[str]) -> None:
+    for path in sorted(src_dir.rglob("*")):
+        target = dest_dir / path.relative_to(src_dir)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            restrict_copy(path, target, all_ids, keep)
+
+
+class SIAFolderTask(Task):
+    def __init__(self, root: Path, spec: SIAFolderSpec, item_table: Path, reference: Path):
+        self.root, self.spec, self.item_table, self._reference = root, spec, item_table, reference
+        self.description = (root / "data" / "public" / "task.md").read_text(encoding="utf-8")
+        classes = root / "data" / "public" / "classes.json"
+        self.classes: list[str] = json.loads(classes.read_text(encoding="utf-8")) if classes.is_file() else []
+        self.item_ids = _read_table(item_table)[2]
+
+    @classmethod
+    def load(cls, root: Path) -> "SIAFolderTask":
+        root = Path(root)
+        meta = root / "sia_task.json"
+        try:
+            spec = SIAFolderSpec.model_validate_json(meta.read_text()) if meta.exists() else SIAFolderSpec(name=root.name)
+        except (ValidationError, ValueError) as exc:
+            raise TaskError(f"{meta}: invalid metadata for an SIA task folder ({exc}); fix it or delete it") from None
+        if spec.feedback_fraction + spec.selection_fraction >= 1:
+            raise TaskError(f"{meta}: feedback_fraction + selection_fraction must leave items for the test tier")
+        private = root / "data" / "private"
+        for path, fix in ((root / spec.evaluator, "SIA's evaluator goes there (run as `evaluate.py --gen-dir DIR`)"),
+                          (private, "the gold answers go there, where no agent can read them")):
+            if not path.exists():
+                raise TaskError(f"{path}: missing; {fix}")
+        agents = ([root / spec.reference_agent] if spec.reference_agent
+                  else sorted((root / "reference").glob("*target_agent.py")))
+        if len(agents) != 1 or not agents[0].is_file():
+            raise TaskError(f"{root / 'reference'}: expected one reference agent (*target_agent.py), found "
+                            f"{[a.name for a in agents]}; set reference_agent in sia_task.json")
+        tables = ([root / spec.item_table] if spec.item_table
+                  else [p for p in sorted(private.rglob("*")) if p.is_file() and _read_table(p) is not None][:1])
+        if not tables or _read_table(tables[0]) is None:
+            raise TaskError(f"{private}: no item table (a CSV whose first column is the item id, a JSON list of "
+                            "objects with an 'id', or a JSON object keyed by id); set item_table in sia_task.json")
+        task = cls(root, spec, tables[0], agents[0])
+        if len(set(task.item_ids)) < 3 or len(set(task.item_ids)) != len(task.item_ids):
+            raise TaskError(f"{tables[0]}: needs at least 3 distinct item ids (one per tier), without repeats")
+        return task
+
+    @property
+    def reference_agent(self) -> Path:
+        return self._reference
+
+    @property
+    def submission_columns(self) -> tuple[str, str]:
+        return ("id", "label")
+
+    def protected_files(self) -> list[Path]:
+        files = [self.root / self.spec.evaluator, self.root / "data" / "public" / "task.md", self.root / "sia_task.json"]
+        files += [p for p in (self.root / "data" / "private").rglob("*") if p.is_file()]
+        return sorted({f for f in files if f.exists()})
+
+    def private_dirs(self) -> set[Path]:
+        return {self.root, self.root / "data" / "private"}
+
+    def splits(self, limit: int | None = None) -> dict[str, list[dict]]:
+        """Items `{id, text: "", label: None}` per tier (the gold stays with evaluate.py); no pool."""
+        s = self.spec
+        order = sorted(self.item_ids, key=lambda i: hashlib.sha256(f"{s.split_seed}:{i}".encode()).hexdigest())
+        n_fb = max(1, round(len(order) * s.feedback_fraction))
+        n_sel = max(1, round(len(order) * s.selection_fraction))
+        tiers = {"feedback": order[:n_fb], "selection": order[n_fb:n_fb + n_sel], "test": order[n_fb + n_sel:]}
+        out = {name: [{"id": i, "text": "", "label": None} for i in ids[:limit]] for name, ids in tiers.items()}
+        out["pool"] = []
+        return out
+
+    def write_view(self, dest: Path, predict: dict[str, list[dict]], pool: list[dict], salt: str,
+                   prefix: str = "") -> dict[str, tuple[str, str]]:
+        """`data/public` with the item tables cut to the items at hand; tags are the real ids."""
+        keep = {row["id"] for rows in predict.values() for row in rows}
+        if self.spec.restrict_public_inputs:
+            copy_restricted(self.root / "data" / "public", dest, set(self.item_ids), keep)
+        else:
+            shutil.copytree(self.root / "data" / "public", dest)
+        return {row["id"]: (split, row["id"]) for split, rows in predict.items() for row in rows}
+
+    def score_output(self, out_dir: Path, tags: dict[str, tuple[str, str]], *, sandbox, limits,
+                     python: str) -> tuple[dict[tuple[str, str], dict], str | None]:
+        """(outcomes, problem) as `tasks.evaluator.score_output`: evaluate.py once per tier, on a
+        copy of the agent's output and of the task cut to that tier."""
+        scratch = Path(tempfile.mkdtemp(prefix="sia-eval-"))
+        try:
+            outputs = scratch / "outputs"
+            try:
+                copy_child_tree(out_dir, outputs, max_bytes=self.spec.max_output_bytes)
+                left = outputs.is_dir() and any(outputs.iterdir())
+                problem = None if left else "the agent left nothing in its working directory"
+            except UnsafeOutput as exc:
+                problem = str(exc)
+            result = {}
+            for split in sorted({s for s, _ in tags.values()}):
+                ids = [i for s, i in tags.values() if s == split]
+                result.update(self._score_tier(split, ids, outputs, problem, scratch / split, sandbox, limits, python))
+            return result, problem
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _score_tier(self, split, ids, outputs, problem, work, sandbox, limits, python) -> dict:
+        def zero(why: str) -> dict:
+            return {(split, i): {"prediction": None, "score": 0.0, "error": why} for i in ids}
+
+        if problem:
+            return zero(problem)
+        work.mkdir()
+        for sub in ("public", "private"):
+            copy_restricted(self.root / "data" / sub, work / "task" / "data" / sub, set(self.item_ids), set(ids))
+        shutil.copytree(outputs, work / "gen")
+        (work / "gen" / "results.json").unlink(missing_ok=True)  # only the evaluator may write the score
+        evaluator = Path("task") / self.spec.evaluator
+        res = sandbox.run([python, str(evaluator), "--gen-dir", "gen"], work, {},
+                          limits.model_copy(update={"wall_timeout_s": self.spec.evaluator_timeout_s}))
+        path = self.root / self.spec.evaluator
+        if res.timed_out:
+            raise EvaluatorError(f"{path}: timed out after {self.spec.evaluator_timeout_s:g} s on the {split} tier; "
+                                 "make it faster or raise evaluator_timeout_s in sia_task.json, then `sia resume RUN`")
+        try:
+            data = json.loads(read_child_file(work / "gen", "results.json", max_bytes=50_000_000) or b"null")
+        except (UnsafeOutput, ValueError):
+            data = None
+        if res.returncode != 0 or not isinstance(data, dict):
+            # SIA's evaluators exit non-zero on a missing or malformed submission: the agent's fault.
+            return zero(f"evaluate.py failed on this output (exit {res.returncode}): "
+                        f"{(res.stderr or res.stdout).strip()[-300:]}")
+        score = self._metric(data)
+        if score is None:
+            raise EvaluatorError(f"{path}: results.json has no number '{self.spec.metric}' (nor any top-level "
+                                 "number); set metric in sia_task.json or fix the evaluator, then `sia resume RUN`")
+        per_item = _items(data.get("items"))
+        if per_item is None:
+            return {(split, i): {"prediction": None, "score": score, "error": None} for i in ids}
+        return {(split, i): {"prediction": per_item.get(i, {}).get("prediction"),
+                             "score": per_item.get(i, {}).get("score", 0.0),
+                             "error": None if i in per_item else "evaluate.py gave no result for this item"}
+                for i in ids}
+
+    def _metric(self, data: dict) -> float | None:
+        numbers = [v for k, v in data.items() if _finite(v)]
+        value = data.get(self.spec.metric)
+        return float(value) if _finite(value) else (float(numbers[0]) if numbers else None)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _items(items) -> dict[str, dict] | None:
+    """id -> {score, prediction} from results.json's items[]; None when there are none."""
+    if not isinstance(items, list) or not items:
+        return None
+    out = {}
+    for it in items:
+        if not isinstance(it, dict):
+            continue
+        key = next((it[k] for k in ("id", "item_id", "question_id") if k in it), None)
+        value = it.get("score", it.get("correct", it.get("is_correct")))
+        if key is None or not (_finite(value) or isinstance(value, bool)):
+            continue
+        pred = it.get("prediction")
+        out[str(key)] = {"score": float(value), "prediction": None if pred is None else str(pred)[:1000]}
+    return out or None
+

@@ -1,0 +1,127 @@
+"""scrna-denoise as a loop task: an SIA task folder whose agents write a denoising program's
+output; its evaluator agrees with the standalone scorer, rejects gamed outputs, and the real
+loop reaches generation 2 with a scripted code-writing LLM."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cli.main import main
+from graph.state import SIAInput
+from tasks.registry import resolve_task
+from tasks.scrna_denoise import references
+from tasks.scrna_denoise.data import simulate_counts
+from tasks.scrna_denoise.evaluate import score
+from tasks.scrna_denoise.prepare import REFERENCE_AGENT, prepare
+from tests.fakes import fake_services, run_graph, scripted_llm, shutdown
+
+KNN_DENOISE = '''def denoise(counts: np.ndarray) -> np.ndarray:
+    """kNN smoothing of library-normalised profiles on PCs of sqrt fractions."""
+    lib = counts.sum(axis=1, keepdims=True)
+    frac = counts / np.maximum(lib, 1)
+    X = np.sqrt(frac)
+    X = X - X.mean(axis=0)
+    u, s, _ = np.linalg.svd(X, full_matrices=False)
+    E = u[:, :10] * s[:10]
+    d = ((E[:, None, :] - E[None, :, :]) ** 2).sum(axis=-1)
+    nn = np.argsort(d, axis=1, kind="stable")[:, : min(6, len(E))]
+    return frac[nn].mean(axis=1) * lib
+
+
+'''
+
+
+def knn_agent() -> str:
+    src = REFERENCE_AGENT.read_text()
+    return src[: src.index("def denoise")] + KNN_DENOISE + src[src.index("def read_counts"):]
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    return resolve_task(str(prepare(tmp_path_factory.mktemp("sc") / "scrna", data="simulated", cells=80, genes=4000)))
+
+
+def read(path) -> tuple[list[str], np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+
+
+def write(path, header, X) -> None:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *([f"cell{i}", *row] for i, row in enumerate(X.tolist()))])
+
+
+def run_evaluator(task, gen_dir, header, X) -> dict:
+    write(gen_dir / "denoised.csv", header, X)
+    proc = subprocess.run([sys.executable, str(task.root / "data/public/evaluate.py"), "--gen-dir", str(gen_dir)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((gen_dir / "results.json").read_text())
+
+
+def test_the_folder_evaluator_agrees_with_the_standalone_scorer(task, tmp_path):
+    header, train = read(task.root / "data/public/train_counts.csv")
+    _, test = read(task.root / "data/private/test_counts.csv")
+    assert run_evaluator(task, tmp_path, header, train)["mse_norm"] == 0.0  # no denoising
+    assert run_evaluator(task, tmp_path, header, test)["mse_norm"] == 1.0  # perfect
+    denoised = references.magic(train)
+    got, want = run_evaluator(task, tmp_path, header, denoised), score(denoised, train, test)
+    assert got["mse_norm"] == pytest.approx(want["mse_norm"], rel=1e-9) and got["mse_norm"] > 0.05
+    assert got["poisson_norm"] == pytest.approx(want["poisson_norm"], rel=1e-9)
+    assert np.mean([i["score"] for i in got["items"]]) == pytest.approx(got["mse_norm"], rel=1e-9)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda train, test: -train, "negative values"),
+    (lambda train, test: test * 10, "beats the perfect reference"),  # mass on the held-out molecules
+    (lambda train, test: train[:, :-1], "genes of train_counts.csv"),
+])
+def test_gamed_or_malformed_outputs_are_rejected_on_the_command_line(task, tmp_path, capsys, breakage, message):
+    header, train = read(task.root / "data/public/train_counts.csv")
+    X = breakage(train, read(task.root / "data/private/test_counts.csv")[1])
+    write(tmp_path / "out.csv", header[: X.shape[1] + 1], X)
+    assert main(["eval", "--task-dir", str(task.root), "--submission", str(tmp_path / "out.csv")]) == 1
+    assert message in capsys.readouterr().out.replace("\n", "")
+
+
+def test_sia_run_reaches_generation_2_on_scrna_denoise(task, tmp_path):
+    rewrite = "```python\n" + knn_agent() + "```"
+    meta = scripted_llm(["```python\n" + REFERENCE_AGENT.read_text() + "```"], can_write_code=True)
+    svc = fake_services(tmp_path, "sc", meta, [json.dumps({"diagnosis": "no denoising at all", "lever": "scaffold"}),
+                                               rewrite], feedback_writes_code=True)
+    try:
+        out = run_graph(svc, SIAInput(run_id="sc", task=str(task.root), max_generations=2, policy="llm"))
+    finally:
+        shutdown(svc)
+    h = out["history"]
+    assert [g.generation for g in h] == [1, 2] and h[1].lever == "scaffold" and h[1].accepted
+    assert h[0].selection == pytest.approx(0.0, abs=1e-12) and h[0].test == pytest.approx(0.0, abs=1e-12)
+    assert h[1].selection > 0.02 and h[1].test > 0.02  # kNN smoothing beats no denoising on every tier
+    tiers = {name: {r["id"] for r in rows} for name, rows in task.splits().items()}
+    with open(svc.paths.gen(2) / "task_selection_denoised.csv", newline="") as f:
+        assert len(list(csv.reader(f))) == 81  # the agent denoised every cell ...
+    items = [json.loads(line) for line in (svc.paths.gen(2) / "items.jsonl").read_text().splitlines()]
+    assert {i["item_id"] for i in items if i["split"] == "selection"} == tiers["selection"]  # ... scored per tier
+    assert np.mean([i["score"] for i in items if i["split"] == "test"]) == pytest.approx(h[1].test)
+    results = json.loads((svc.paths.gen(2) / "results.json").read_text())
+    assert results["n"] == {"selection": 16, "feedback": 16, "test": 48}
+
+
+def test_import_counts_turns_a_users_csv_into_a_loop_task(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
+    counts, _ = simulate_counts(30, 200, seed=1)
+    write(tmp_path / "mine.csv", ["cell", *(f"g{j}" for j in range(200))], counts)
+    assert main(["tasks", "import-counts", str(tmp_path / "mine.csv")]) == 0
+    assert "scrna-mine: 30 scored items" in capsys.readouterr().out
+    task = resolve_task("scrna-mine")
+    assert task.spec.metric == "mse_norm" and len(task.item_ids) == 30
+    write(tmp_path / "bad.csv", ["cell", "g0", "g1"], np.array([[1.0, -2.0]]))
+    assert main(["tasks", "import-counts", str(tmp_path / "bad.csv")]) == 1
+    assert "bad.csv" in capsys.readouterr().err
