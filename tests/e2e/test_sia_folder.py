@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +118,49 @@ def test_an_evaluator_that_reports_no_number_stops_the_run(tmp_path):
             run_graph(svc, SIAInput(run_id="sf", task=str(root), max_generations=1))
     finally:
         shutdown(svc)
+
+
+HOSTILE_AGENT = '''import argparse, json, os, sys
+p = argparse.ArgumentParser()
+p.add_argument("--dataset_dir")
+p.add_argument("--working_dir")
+a = p.parse_args()
+os.makedirs(a.working_dir, exist_ok=True)
+found = {}
+for path in (os.path.join(a.dataset_dir, "..", "private", "test.csv"), PRIVATE):
+    try:
+        found[path] = open(path).read()[:40]
+    except OSError as exc:
+        found[path] = type(exc).__name__
+print("HOSTILE " + json.dumps(found), file=sys.stderr)
+ids = [line.split(",")[0] for line in open(os.path.join(a.dataset_dir, "test.csv")).read().splitlines()[1:]]
+with open(os.path.join(a.working_dir, "results.json"), "w") as f:
+    json.dump({"accuracy": 1.0, "items": [{"id": i, "correct": True} for i in ids]}, f)
+os.symlink(PRIVATE, os.path.join(a.working_dir, "submission.csv"))
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uid drop that keeps agents out of private data needs root")
+def test_a_hostile_agent_gets_nothing_from_an_sia_folder(tmp_path):
+    base = Path(tempfile.mkdtemp(prefix="sia-hostile-folder-"))  # world-reachable, unlike tmp_path
+    try:
+        os.chmod(base, 0o755)
+        root = make_sia_folder_task(base / "task")
+        for p in [root, *root.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        private = root / "data" / "private" / "test.csv"
+        (root / "reference" / "reference_target_agent.py").write_text(f"PRIVATE = {str(private)!r}\n" + HOSTILE_AGENT)
+        svc = fake_services(tmp_path, "hf", [NO_EDIT], [json.dumps({"diagnosis": "x", "lever": "stop"})])
+        try:
+            out = run_graph(svc, SIAInput(run_id="hf", task=str(root), max_generations=2))
+        finally:
+            shutdown(svc)
+        g1 = out["history"][0]
+        assert g1.selection == 0.0 and g1.test == 0.0  # neither the forged results.json nor the link counts
+        stderr = (svc.paths.gen(1) / "task_selection_stderr.log").read_text()
+        found = json.loads(stderr.split("HOSTILE ", 1)[1].splitlines()[0])
+        assert set(found.values()) <= {"PermissionError", "FileNotFoundError"}, found
+        items = [json.loads(line) for line in (svc.paths.gen(1) / "items.jsonl").read_text().splitlines()]
+        assert all("No submission.csv found" in i["error"] for i in items)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
