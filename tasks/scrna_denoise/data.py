@@ -1,5 +1,6 @@
 """Count matrices for the denoising task: the raw-count sample inside the `celltypist` wheel,
-a seeded Splatter-style simulator, and a loader for a user's CSV of raw counts.
+a seeded Splatter-style simulator, and a loader for a user's raw counts (CSV, or AnnData `.h5ad`
+read with h5py, the optional `h5ad` extra).
 
 Every function returns a dense (cells, genes) array of non-negative integer counts."""
 
@@ -48,9 +49,12 @@ def load_celltypist_sample(cache_dir: Path | None = None) -> Counts:
 
 def load_counts(path: str | Path) -> Counts:
     """A user's raw counts as CSV: cells x genes, a header row of gene names, the first
-    column cell ids. Raises ValueError naming the file and the problem for non-numeric,
-    non-finite, negative or non-integer values and for ragged rows."""
+    column cell ids; or an AnnData `.h5ad` file (see `load_h5ad`). Raises ValueError naming the
+    file and the problem for non-numeric, non-finite, negative or non-integer values and for
+    ragged rows."""
     path = Path(path)
+    if path.suffix.lower() == ".h5ad":
+        return load_h5ad(path)
     with open(path, newline="", encoding="utf-8") as f:
         return _read_counts_csv(f, str(path))
 
@@ -81,6 +85,56 @@ def _read_counts_csv(f, name: str) -> Counts:
     X = np.stack(rows)
     _check_counts(X, name, cells, genes)
     return Counts(X=np.round(X).astype(np.float32), genes=genes, cells=cells)
+
+
+def load_h5ad(path: str | Path) -> Counts:
+    """Raw counts from an AnnData file: `layers/counts` if present, else `raw/X`, else `X`
+    (dense, or CSR/CSC as anndata writes them), cell ids from `obs`, gene names from `var`
+    (`raw/var` with `raw/X`). Needs h5py (`pip install 'sia[h5ad]'` or `pip install h5py`)."""
+    try:
+        import h5py
+    except ImportError:
+        raise ValueError(f"{path}: reading .h5ad needs h5py; `pip install h5py` or save the counts as CSV") from None
+    name = str(path)
+    try:
+        with h5py.File(path, "r") as f:
+            where = next((w for w in ("layers/counts", "raw/X", "X") if w in f), None)
+            if where is None:
+                raise ValueError(f"{name}: no count matrix (layers/counts, raw/X or X)")
+            X = _h5_matrix(f[where], h5py, name)
+            cells = _h5_index(f["obs"], name)
+            genes = _h5_index(f["raw/var"] if where == "raw/X" and "raw/var" in f else f["var"], name)
+    except (OSError, KeyError) as exc:
+        raise ValueError(f"{name}: not a readable AnnData file ({exc})") from None
+    if X.shape != (len(cells), len(genes)):
+        raise ValueError(f"{name}: {where} is {X.shape}, but obs has {len(cells)} cells and var {len(genes)} genes")
+    _check_counts(X, f"{name}:{where}", cells, genes)
+    return Counts(X=np.round(X).astype(np.float32), genes=genes, cells=cells)
+
+
+def _h5_attr(node, key: str, default=None):
+    value = node.attrs.get(key, default)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _h5_matrix(node, h5py, name: str) -> np.ndarray:
+    if isinstance(node, h5py.Dataset):
+        return np.asarray(node[...], dtype=np.float64)
+    kind, shape = _h5_attr(node, "encoding-type", ""), tuple(int(n) for n in node.attrs["shape"])
+    if kind not in ("csr_matrix", "csc_matrix"):
+        raise ValueError(f"{name}: {node.name} is encoded as {kind!r}; expected a dense array, csr_matrix or csc_matrix")
+    data, indices, indptr = (np.asarray(node[k][...]) for k in ("data", "indices", "indptr"))
+    X = np.zeros(shape if kind == "csr_matrix" else shape[::-1], dtype=np.float64)
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    np.add.at(X, (rows, indices), data)  # sums duplicate entries, as scipy does
+    return X if kind == "csr_matrix" else X.T
+
+
+def _h5_index(group, name: str) -> list[str]:
+    key = _h5_attr(group, "_index", "_index")
+    if key not in group:
+        raise ValueError(f"{name}: {group.name} has no index column {key!r}")
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in group[key][...]]
 
 
 def _is_number(value: str) -> bool:

@@ -125,3 +125,52 @@ def test_import_counts_turns_a_users_csv_into_a_loop_task(tmp_path, monkeypatch,
     write(tmp_path / "bad.csv", ["cell", "g0", "g1"], np.array([[1.0, -2.0]]))
     assert main(["tasks", "import-counts", str(tmp_path / "bad.csv")]) == 1
     assert "bad.csv" in capsys.readouterr().err
+
+
+def write_h5ad(path, counts: np.ndarray, layout: str) -> None:
+    """counts in AnnData's on-disk layout (encoding-type attributes, obs/var `_index`), as X
+    (dense or CSR), or as raw/X (CSC) beside a normalised X."""
+    h5py = pytest.importorskip("h5py")
+    strings = h5py.string_dtype()
+    with h5py.File(path, "w") as f:
+        f.attrs["encoding-type"] = "anndata"
+        for group, names in (("obs", [f"c{i}" for i in range(counts.shape[0])]),
+                             ("var", [f"g{j}" for j in range(counts.shape[1])])):
+            g = f.create_group(group)
+            g.attrs["_index"] = "_index"
+            g.create_dataset("_index", data=np.array(names, dtype=object), dtype=strings)
+        if layout == "dense":
+            f.create_dataset("X", data=counts)
+            return
+        m = counts if layout == "csr" else counts.T
+        rows, cols = np.nonzero(m)
+        target = f.create_group("X" if layout == "csr" else "raw/X")
+        target.attrs["encoding-type"] = "csr_matrix" if layout == "csr" else "csc_matrix"
+        target.attrs["shape"] = counts.shape
+        target.create_dataset("data", data=m[rows, cols])
+        target.create_dataset("indices", data=cols)
+        target.create_dataset("indptr", data=np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=m.shape[0]))]))
+        if layout == "csc":
+            f.create_dataset("X", data=np.log1p(counts))  # normalised; the raw counts are in raw/X
+            f.copy(f["var"], "raw/var")
+
+
+@pytest.mark.parametrize("layout", ["dense", "csr", "csc"])
+def test_h5ad_counts_are_read_from_anndatas_layout(tmp_path, layout):
+    from tasks.scrna_denoise.data import load_counts
+
+    counts, _ = simulate_counts(12, 40, seed=2)
+    write_h5ad(tmp_path / "x.h5ad", counts, layout)
+    got = load_counts(tmp_path / "x.h5ad")
+    assert np.array_equal(got.X, counts) and got.cells[3] == "c3" and got.genes[-1] == "g39"
+
+
+def test_import_counts_reads_an_h5ad_and_refuses_normalised_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
+    counts, _ = simulate_counts(20, 100, seed=3)
+    write_h5ad(tmp_path / "pbmc.h5ad", counts, "csr")
+    assert main(["tasks", "import-counts", str(tmp_path / "pbmc.h5ad")]) == 0
+    assert resolve_task("scrna-pbmc").item_ids[:2] == ["c0", "c1"]
+    write_h5ad(tmp_path / "norm.h5ad", np.log1p(counts), "dense")
+    assert main(["tasks", "import-counts", str(tmp_path / "norm.h5ad")]) == 1
+    assert "counts must be integers" in capsys.readouterr().err
