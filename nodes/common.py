@@ -61,10 +61,13 @@ def lever_failed(svc, state, lever: str, adapter: str | None, note: str, error: 
 
 
 def failures_text(items: list[dict], limit: int = 12) -> str:
-    wrong = [i for i in items if i["score"] < 1][:limit]
-    # Predictions are the agent's output: cut short and quoted, so they cannot steer the prompt.
-    return "\n".join(f"- {str(i['prediction'])[:60]!r} -> {i['gold']}"
-                     + (f" (error: {i['error'][:80]!r})" if i.get("error") else "") for i in wrong) or "(none)"
+    """The worst items first. Predictions are the agent's output: cut short and quoted, so they
+    cannot steer the prompt. Items without a gold answer here (SIA folders, scored as a whole by
+    their own evaluator) show their id and score instead."""
+    wrong = sorted((i for i in items if i["score"] < 1), key=lambda i: i["score"])[:limit]
+    return "\n".join((f"- item {str(i['item_id'])[:40]!r}: score {i['score']:.3g}" if i.get("gold") is None
+                       else f"- {str(i['prediction'])[:60]!r} -> {i['gold']}")
+                      + (f" (error: {i['error'][:80]!r})" if i.get("error") else "") for i in wrong) or "(none)"
 
 
 def read(path: str | Path) -> str:

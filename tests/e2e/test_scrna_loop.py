@@ -19,7 +19,7 @@ from tasks.scrna_denoise import references
 from tasks.scrna_denoise.data import simulate_counts
 from tasks.scrna_denoise.evaluate import score
 from tasks.scrna_denoise.prepare import REFERENCE_AGENT, prepare
-from tests.fakes import fake_services, run_graph, scripted_llm, shutdown
+from tests.fakes import fake_services, prompts_sent, run_graph, scripted_llm, shutdown
 
 KNN_DENOISE = '''def denoise(counts: np.ndarray) -> np.ndarray:
     """kNN smoothing of library-normalised profiles on PCs of sqrt fractions."""
@@ -112,6 +112,9 @@ def test_sia_run_reaches_generation_2_on_scrna_denoise(task, tmp_path):
     assert np.mean([i["score"] for i in items if i["split"] == "test"]) == pytest.approx(h[1].test)
     results = json.loads((svc.paths.gen(2) / "results.json").read_text())
     assert results["n"] == {"selection": 16, "feedback": 16, "test": 48}
+    prompts = "\n".join(prompts_sent(svc))  # the Feedback-Agent saw feedback cells and their scores ...
+    assert "- item 'cell" in prompts and "score 0" in prompts
+    assert not [c for c in tiers["test"] | tiers["selection"] if f"'{c}'" in prompts]  # ... and no other cell
 
 
 def test_import_counts_turns_a_users_csv_into_a_loop_task(tmp_path, monkeypatch, capsys):

@@ -186,6 +186,7 @@ def tiny(tmp_path_factory):
     (lambda d: (d / "data/private/test.csv").unlink(), r"data/private/test\.csv: missing; add the private test labels"),
     (lambda d: (d / "sia_task.json").write_text('{"name": "x", "feedback_per_label": 0}'), r"sia_task\.json: invalid task metadata"),
     (lambda d: (d / "sia_task.json").write_text("{not json"), r"sia_task\.json: invalid task metadata"),
+    (lambda d: (d / "sia_task.json").write_text('{"name": "x", "direction": "min"}'), r"the loop maximises its metric"),
     (lambda d: shutil.rmtree(d), r"task directory not found"),
 ])
 def test_task_load_errors_name_the_file(tmp_path, tiny, breakage, message):
