@@ -109,6 +109,7 @@ def restrict_copy(src: Path, dest: Path, all_ids: set[str], keep: set[str]) -> N
 
 
 def copy_restricted(src_dir: Path, dest_dir: Path, all_ids: set[str], keep: set[str]) -> None:
+    dest_dir.mkdir(parents=True, exist_ok=True)
     for path in sorted(src_dir.rglob("*")):
         target = dest_dir / path.relative_to(src_dir)
         if path.is_dir():

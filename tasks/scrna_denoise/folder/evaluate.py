@@ -41,7 +41,8 @@ def read_matrix(path: Path) -> tuple[list[str], list[str], np.ndarray]:
 def score(gen_dir: Path) -> dict:
     cells, genes, train = read_matrix(HERE / "train_counts.csv")
     test_cells, test_genes, test = read_matrix(HERE.parent / "private" / "test_counts.csv")
-    assert (test_cells, test_genes) == (cells, genes), "train and test matrices disagree"
+    if (test_cells, test_genes) != (cells, genes):
+        raise ValueError("the task's train and test matrices disagree (prepare the task again)")
     out_cells, out_genes, denoised = read_matrix(gen_dir / "denoised.csv")
     if out_genes != genes:
         raise ValueError("denoised.csv must have the genes of train_counts.csv, in the same order")
