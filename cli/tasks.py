@@ -29,7 +29,7 @@ def cmd_tasks_list(args) -> int:
                           ("train", "right"), ("test", "right"), ("where", "left")]:
         table.add_column(name, justify=justify)
     prepared = cache_dir() / "tasks"
-    names = sorted(set(BUILTIN) | {p.name for p in prepared.glob("*") if p.is_dir()})
+    names = sorted(set(BUILTIN) | {p.name for p in prepared.glob("*") if p.is_dir() and not p.name.startswith(".")})
     for name in names:
         where = prepared / name
         status = "built-in" if name in BUILTIN else "prepared"

@@ -56,7 +56,8 @@ def prepare(dest: Path, data: str = "celltypist", seed: int = 0, cells: int = 50
     split = split_molecules(counts.X, seed=seed)
     kept = [g for g, k in zip(counts.genes, split.kept) if k]
     dest = Path(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=".scrna-", dir=dest.parent if dest.parent.exists() else None))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".scrna-", dir=dest.parent))  # same filesystem, so the rename is atomic
     try:
         public, private = tmp / "data" / "public", tmp / "data" / "private"
         for d in (public, private, tmp / "reference"):
@@ -73,7 +74,6 @@ def prepare(dest: Path, data: str = "celltypist", seed: int = 0, cells: int = 50
         private.chmod(0o700)
         if dest.exists():
             shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
