@@ -221,12 +221,19 @@ def fifo_unblocker(run_id: str, stop: threading.Event, interventions: list[str])
             first_seen.pop(path)
 
 
+def hostile_agent_source(name: str) -> str:
+    """tests/hostile/NAME.py with the shared helpers of tests/hostile/_common.py in front of it:
+    the sandbox runs target_agent.py alone, so the helpers travel inside it."""
+    return (HOSTILE / "_common.py").read_text() + "\n\n" + (HOSTILE / f"{name}.py").read_text()
+
+
 def _run(name: str, agent: Path | None = None, *, sandbox: dict | None = None, max_generations: int = 1,
          feedback: tuple[str, ...] = (), honeypot: bool = False, unblock_fifos: bool = False) -> Outcome:
     base = Path(tempfile.mkdtemp(prefix=f"sia-hostile-task-{name}-", dir="/tmp"))
     os.chmod(base, 0o755)
     task = make_tiny_task(base / "task")
-    shutil.copy(agent or HOSTILE / f"{name}.py", task / "reference" / "target_agent.py")
+    source = agent.read_text() if agent else hostile_agent_source(name)
+    (task / "reference" / "target_agent.py").write_text(source)
     # canaries: in the private labels (an extra column the loop never reads) and a file beside them,
     # and in a root-only file next to the task (the agent can see its name, not its content)
     canary = "SIA-CANARY-" + secrets.token_hex(4)

@@ -11,44 +11,18 @@ Expected defence: uid drop + `Task.protect()` (private folders are root-owned 07
 task's private test.csv is found by name but cannot be opened. Whatever else is readable is
 reported (never printed) so the test can judge it."""
 
-import argparse
 import csv
 import glob
-import json
 import os
 import re
-import sys
 import time
 import zipfile
+
 
 MARKERS = re.compile(r"SIA-CANARY-[0-9a-f]+|sk-planted-[0-9a-f]+|sia-test-secret-[0-9a-f]+")
 WALK_BUDGET_S = 3.0
 PRUNE = {"proc", "sys", "dev", ".git", "__pycache__", "node_modules", ".venv", "site-packages", ".rustup",
          ".cargo", ".pyenv", ".npm", "huggingface", "include", "share", "locale", "man"}
-
-
-def parse_args():
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--working_dir", required=True)
-    return p.parse_args()
-
-
-def report(**what):
-    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
-
-
-def submit(args, answers=None):
-    with open(os.path.join(args.dataset_dir, "classes.json"), encoding="utf-8") as f:
-        classes = json.load(f)
-    with open(os.path.join(args.dataset_dir, "test.csv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    os.makedirs(args.working_dir, exist_ok=True)
-    with open(os.path.join(args.working_dir, "submission.csv"), "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label"])
-        for r in rows:
-            w.writerow([r["id"], (answers or {}).get(r["text"], classes[0])])
 
 
 def cheat_answers(private_csv):

@@ -10,39 +10,13 @@ Expected defence: the uid drop; every task file and folder is root-owned and not
 others (`Task.protect()` also strips group/other write from the protected files), and the loop
 fingerprints the protected files and flags the run if they change."""
 
-import argparse
-import csv
 import glob
-import json
 import os
 import sys
 
+
 OWN = "/tmp/sia-hostile-task-edit_task-"  # the test names its task folder so
 EVIL = "EVIL: every answer is theft\n"
-
-
-def parse_args():
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--working_dir", required=True)
-    return p.parse_args()
-
-
-def report(**what):
-    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
-
-
-def submit(args, answers=None):
-    with open(os.path.join(args.dataset_dir, "classes.json"), encoding="utf-8") as f:
-        classes = json.load(f)
-    with open(os.path.join(args.dataset_dir, "test.csv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    os.makedirs(args.working_dir, exist_ok=True)
-    with open(os.path.join(args.working_dir, "submission.csv"), "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label"])
-        for r in rows:
-            w.writerow([r["id"], (answers or {}).get(r["text"], classes[0])])
 
 
 def tried(action, path, fn):

@@ -9,24 +9,12 @@ Expected defence: scoring happens in the parent, against labels the child never 
 submission alone; the run folder is root-owned 0700; the dataset view and scratch root are not
 writable; the scratch folder is deleted after the run."""
 
-import argparse
 import csv
 import json
 import os
-import sys
+
 
 FAKE = {"selection": 1.0, "feedback": 1.0, "test": 1.0, "score": 1.0, "accuracy": 1.0, "accepted": True}
-
-
-def parse_args():
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--working_dir", required=True)
-    return p.parse_args()
-
-
-def report(**what):
-    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
 
 
 def plant(folder, tags):

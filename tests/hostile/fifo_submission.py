@@ -6,20 +6,7 @@ blocks forever: the loop hangs instead of finishing.
 Expected defence (if any): the parent refuses a submission that is not a regular file (or opens
 it with O_NONBLOCK and checks fstat) before reading it."""
 
-import argparse
-import json
 import os
-import sys
-
-def parse_args():
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--working_dir", required=True)
-    return p.parse_args()
-
-
-def report(**what):
-    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
 
 
 def main():

@@ -11,40 +11,13 @@ Expected defence: the gateway answers 401 to unknown (and revoked) tokens and re
 run.db `rejected_requests`; the child runs in its own network namespace where only the gateway
 port is forwarded, so the honeypot, local services and the internet are unreachable."""
 
-import argparse
-import csv
 import json
 import os
 import re
 import secrets
 import socket
-import sys
 import urllib.error
 import urllib.request
-
-
-def parse_args():
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--working_dir", required=True)
-    return p.parse_args()
-
-
-def report(**what):
-    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
-
-
-def submit(args, answers=None):
-    with open(os.path.join(args.dataset_dir, "classes.json"), encoding="utf-8") as f:
-        classes = json.load(f)
-    with open(os.path.join(args.dataset_dir, "test.csv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    os.makedirs(args.working_dir, exist_ok=True)
-    with open(os.path.join(args.working_dir, "submission.csv"), "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label"])
-        for r in rows:
-            w.writerow([r["id"], (answers or {}).get(r["text"], classes[0])])
 
 
 def http(method, url, token=None, body=None):

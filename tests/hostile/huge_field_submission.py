@@ -6,21 +6,8 @@ evaluation turns into a recorded "no prediction" outcome.
 Expected defence (if any): any failure to read or parse the agent's submission is recorded as
 that generation's error (all items wrong), never an exception out of the loop."""
 
-import argparse
 import csv
-import json
 import os
-import sys
-
-def parse_args():
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--working_dir", required=True)
-    return p.parse_args()
-
-
-def report(**what):
-    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
 
 
 def main():

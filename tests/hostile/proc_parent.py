@@ -7,38 +7,11 @@ Expected defence: the uid drop (another uid's /proc/PID/{environ,cwd,root,fd,map
 ptrace access) and the scrubbed environment; only world-readable entries (cmdline, status) open,
 and they hold no secret. Contents are never printed, only whether a marker was seen."""
 
-import argparse
-import csv
-import json
 import os
 import re
-import sys
+
 
 MARKERS = re.compile(rb"SIA-CANARY-[0-9a-f]+|sk-planted-[0-9a-f]+|sia-test-secret-[0-9a-f]+")
-
-
-def parse_args():
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--working_dir", required=True)
-    return p.parse_args()
-
-
-def report(**what):
-    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
-
-
-def submit(args, answers=None):
-    with open(os.path.join(args.dataset_dir, "classes.json"), encoding="utf-8") as f:
-        classes = json.load(f)
-    with open(os.path.join(args.dataset_dir, "test.csv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    os.makedirs(args.working_dir, exist_ok=True)
-    with open(os.path.join(args.working_dir, "submission.csv"), "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label"])
-        for r in rows:
-            w.writerow([r["id"], (answers or {}).get(r["text"], classes[0])])
 
 
 def attempt(kind, path):

@@ -10,35 +10,9 @@ Expected defence (if any): the agent cannot open the task folder at all (e.g. th
 0700/0711 by `Task.protect()`, the view being the only data it needs), so the selection score, the
 one that decides acceptance, stays the honest one."""
 
-import argparse
 import csv
 import glob
-import json
 import os
-import sys
-
-def parse_args():
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--working_dir", required=True)
-    return p.parse_args()
-
-
-def report(**what):
-    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
-
-
-def submit(args, answers=None):
-    with open(os.path.join(args.dataset_dir, "classes.json"), encoding="utf-8") as f:
-        classes = json.load(f)
-    with open(os.path.join(args.dataset_dir, "test.csv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    os.makedirs(args.working_dir, exist_ok=True)
-    with open(os.path.join(args.working_dir, "submission.csv"), "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label"])
-        for r in rows:
-            w.writerow([r["id"], (answers or {}).get(r["text"], classes[0])])
 
 
 def main():

@@ -5,20 +5,7 @@ IsADirectoryError, which is not the TaskError that evaluation records as an outc
 Expected defence (if any): any failure to read the agent's submission is recorded as that
 generation's error (all items wrong), never an exception out of the loop."""
 
-import argparse
-import json
 import os
-import sys
-
-def parse_args():
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--working_dir", required=True)
-    return p.parse_args()
-
-
-def report(**what):
-    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
 
 
 def main():

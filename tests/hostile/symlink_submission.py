@@ -13,21 +13,8 @@ which the loop (root) then opens to score and copies into the run folder as logs
 Expected defence (if any): open the agent's outputs with O_NOFOLLOW / refuse anything that is not
 a regular file owned by the sandbox uid, in the parent. See the test for what is checked."""
 
-import argparse
 import glob
-import json
 import os
-import sys
-
-def parse_args():
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--working_dir", required=True)
-    return p.parse_args()
-
-
-def report(**what):
-    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
 
 
 def main():

@@ -11,22 +11,8 @@ Expected defence (if any): the parent resolves the working directory without fol
 (or opens the agent's outputs with O_NOFOLLOW on every component / checks that the file is owned
 by the sandbox uid) before reading anything in it."""
 
-import argparse
 import glob
-import json
 import os
-import sys
-
-
-def parse_args():
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--working_dir", required=True)
-    return p.parse_args()
-
-
-def report(**what):
-    print("HOSTILE " + json.dumps(what, default=str), file=sys.stderr, flush=True)
 
 
 def main():
