@@ -75,15 +75,25 @@ def make_inputs(B: int, N: int, C: int, distribution: str = "normal", masked: bo
     return {"x": x, "mask": mask, "weights": weights}
 
 
-def reference_kernel(inputs: dict) -> torch.Tensor:
-    """The operator in plain PyTorch, float32 throughout."""
+def gated_projections(inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(left, right, out_gate), each [B, N, N, H]: everything before the triangular contraction."""
     x, mask, w = inputs["x"], inputs["mask"], inputs["weights"]
     C = x.shape[-1]
     xn = F.layer_norm(x, (C,), w["norm.weight"], w["norm.bias"], eps=EPS)
     m = mask.unsqueeze(-1)
     left = F.linear(xn, w["left_proj.weight"]) * m * torch.sigmoid(F.linear(xn, w["left_gate.weight"]))
     right = F.linear(xn, w["right_proj.weight"]) * m * torch.sigmoid(F.linear(xn, w["right_gate.weight"]))
-    out_gate = torch.sigmoid(F.linear(xn, w["out_gate.weight"]))
+    return left, right, torch.sigmoid(F.linear(xn, w["out_gate.weight"]))
+
+
+def project_out(t: torch.Tensor, out_gate: torch.Tensor, weights: dict) -> torch.Tensor:
+    """Everything after the contraction: LayerNorm over H, the output gate, the projection to C."""
+    t = F.layer_norm(t, (HIDDEN,), weights["to_out_norm.weight"], weights["to_out_norm.bias"], eps=EPS)
+    return F.linear(t * out_gate, weights["to_out.weight"])
+
+
+def reference_kernel(inputs: dict) -> torch.Tensor:
+    """The operator in plain PyTorch, float32 throughout."""
+    left, right, out_gate = gated_projections(inputs)
     t = torch.einsum("bikh,bjkh->bijh", left, right)
-    t = F.layer_norm(t, (HIDDEN,), w["to_out_norm.weight"], w["to_out_norm.bias"], eps=EPS)
-    return F.linear(t * out_gate, w["to_out.weight"])
+    return project_out(t, out_gate, inputs["weights"])

@@ -1,4 +1,4 @@
-"""TriMul with the triangular contraction in a hand-written Triton kernel; the rest in PyTorch.
+"""TriMul with the triangular contraction in a hand-written Triton kernel; the rest is the reference's PyTorch.
 
     t[b,i,j,h] = sum_k left[b,i,k,h] * right[b,j,k,h]
 
@@ -12,12 +12,10 @@ imported (triton.jit picks compiled or interpreted at decoration time) and CPU t
 """
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-HIDDEN = 128
-EPS = 1e-5
+from tasks.trimul.reference import gated_projections, project_out
 
 
 @triton.jit
@@ -71,13 +69,5 @@ def triangle_contract(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 def custom_kernel(inputs):
-    x, mask, w = inputs["x"], inputs["mask"], inputs["weights"]
-    C = x.shape[-1]
-    xn = F.layer_norm(x, (C,), w["norm.weight"], w["norm.bias"], eps=EPS)
-    m = mask.unsqueeze(-1)
-    left = F.linear(xn, w["left_proj.weight"]) * m * torch.sigmoid(F.linear(xn, w["left_gate.weight"]))
-    right = F.linear(xn, w["right_proj.weight"]) * m * torch.sigmoid(F.linear(xn, w["right_gate.weight"]))
-    out_gate = torch.sigmoid(F.linear(xn, w["out_gate.weight"]))
-    t = triangle_contract(left, right)
-    t = F.layer_norm(t, (HIDDEN,), w["to_out_norm.weight"], w["to_out_norm.bias"], eps=EPS)
-    return F.linear(t * out_gate, w["to_out.weight"])
+    left, right, out_gate = gated_projections(inputs)
+    return project_out(triangle_contract(left, right), out_gate, inputs["weights"])
