@@ -25,8 +25,19 @@ class EvaluatorError(TaskError):
     """The task's evaluator failed: the run stops (resumable once the evaluator is fixed)."""
 
 
-def _number(value) -> bool:
+def finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def run_timed(sandbox, argv: list[str], work: Path, limits: SandboxLimits, timeout_s: float, path: Path,
+              where: str = ""):
+    """Run an evaluator in its own sandboxed process under its own time limit; a timeout is the
+    evaluator's fault and stops the run (EvaluatorError naming `path`)."""
+    result = sandbox.run(argv, work, {}, limits.model_copy(update={"wall_timeout_s": timeout_s}))
+    if result.timed_out:
+        raise EvaluatorError(f"{path}: timed out after {timeout_s:g} s{where}; make it faster or raise "
+                             "evaluator_timeout_s in sia_task.json, then `sia resume RUN`")
+    return result
 
 
 def run_evaluator(task: Task, sandbox, limits: SandboxLimits, python: str,
@@ -43,25 +54,21 @@ def run_evaluator(task: Task, sandbox, limits: SandboxLimits, python: str,
         (work / "predictions.json").write_text(json.dumps(predictions, ensure_ascii=False), encoding="utf-8")
         (work / "gold.json").write_text(json.dumps(gold, ensure_ascii=False), encoding="utf-8")
         shutil.copy(path, work / "evaluate.py")
-        limits = limits.model_copy(update={"wall_timeout_s": task.spec.evaluator_timeout_s})
-        result = sandbox.run([python, "evaluate.py", "--predictions", "predictions.json", "--gold", "gold.json",
-                              "--out", "results.json"], work, {}, limits)
-        if result.timed_out:
-            raise EvaluatorError(f"{path}: timed out after {limits.wall_timeout_s:g} s; make it faster or raise "
-                                 f"evaluator_timeout_s in sia_task.json, then `sia resume RUN`")
+        result = run_timed(sandbox, [python, "evaluate.py", "--predictions", "predictions.json", "--gold", "gold.json",
+                                     "--out", "results.json"], work, limits, task.spec.evaluator_timeout_s, path)
         if result.returncode != 0:
             raise EvaluatorError(f"{path}: exited with code {result.returncode}: {result.stderr.strip()[-400:]}; {fix}")
         try:
             data = json.loads(read_child_file(work, "results.json", max_bytes=50_000_000) or b"")
         except (UnsafeOutput, ValueError) as exc:
             raise EvaluatorError(f"{path}: wrote no readable JSON to --out ({exc}); {fix}") from None
-        if not isinstance(data, dict) or not _number(data.get("score")):
+        if not isinstance(data, dict) or not finite_number(data.get("score")):
             got = data.get("score") if isinstance(data, dict) else data
             raise EvaluatorError(f"{path}: results must hold a finite number 'score', got {got!r}; {fix}")
         items = data.get("items")
         if items is None:
             return {item: float(data["score"]) for item in gold}
-        if not isinstance(items, dict) or set(items) != set(gold) or not all(_number(v) for v in items.values()):
+        if not isinstance(items, dict) or set(items) != set(gold) or not all(finite_number(v) for v in items.values()):
             raise EvaluatorError(f"{path}: 'items' must map every one of the {len(gold)} item ids to a number; {fix}")
         return {item: float(v) for item, v in items.items()}
     finally:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandbox.files import UnsafeOutput, copy_child_tree, read_child_file
 from tasks.base import Task, TaskError
-from tasks.evaluator import EvaluatorError
+from tasks.evaluator import EvaluatorError, finite_number, run_timed
 
 
 
@@ -226,13 +225,9 @@ class SIAFolderTask(Task):
             copy_restricted(self.root / "data" / sub, work / "task" / "data" / sub, set(self.item_ids), set(ids))
         shutil.copytree(outputs, work / "gen")
         (work / "gen" / "results.json").unlink(missing_ok=True)  # only the evaluator may write the score
-        evaluator = Path("task") / self.spec.evaluator
-        res = sandbox.run([python, str(evaluator), "--gen-dir", "gen"], work, {},
-                          limits.model_copy(update={"wall_timeout_s": self.spec.evaluator_timeout_s}))
         path = self.root / self.spec.evaluator
-        if res.timed_out:
-            raise EvaluatorError(f"{path}: timed out after {self.spec.evaluator_timeout_s:g} s on the {split} tier; "
-                                 "make it faster or raise evaluator_timeout_s in sia_task.json, then `sia resume RUN`")
+        res = run_timed(sandbox, [python, str(Path("task") / self.spec.evaluator), "--gen-dir", "gen"], work, limits,
+                        self.spec.evaluator_timeout_s, path, where=f" on the {split} tier")
         try:
             data = json.loads(read_child_file(work / "gen", "results.json", max_bytes=50_000_000) or b"null")
         except (UnsafeOutput, ValueError):
@@ -254,13 +249,9 @@ class SIAFolderTask(Task):
                 for i in ids}
 
     def _metric(self, data: dict) -> float | None:
-        numbers = [v for k, v in data.items() if _finite(v)]
+        numbers = [v for k, v in data.items() if finite_number(v)]
         value = data.get(self.spec.metric)
-        return float(value) if _finite(value) else (float(numbers[0]) if numbers else None)
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return float(value) if finite_number(value) else (float(numbers[0]) if numbers else None)
 
 
 def _items(items) -> dict[str, dict] | None:
@@ -273,7 +264,7 @@ def _items(items) -> dict[str, dict] | None:
             continue
         key = next((it[k] for k in ("id", "item_id", "question_id") if k in it), None)
         value = it.get("score", it.get("correct", it.get("is_correct")))
-        if key is None or not (_finite(value) or isinstance(value, bool)):
+        if key is None or not (finite_number(value) or isinstance(value, bool)):
             continue
         pred = it.get("prediction")
         out[str(key)] = {"score": float(value), "prediction": None if pred is None else str(pred)[:1000]}
