@@ -21,6 +21,8 @@ import os
 import random
 import shutil
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +31,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sandbox.files import UnsafeOutput, read_child_file
 
 SPLITS = ("feedback", "selection", "test")
+
+
+@contextmanager
+def writing_task_folder(dest: Path) -> Iterator[Path]:
+    """A hidden sibling of `dest` to lay a task out in. It replaces `dest` when the block ends, so a
+    half-written task never appears; if the block fails, it is removed and `dest` is left as it was."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class TaskError(ValueError):

@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tasks.base import TaskError
+from tasks.base import TaskError, writing_task_folder
 
 REFERENCE_AGENT = Path(__file__).parent / "lawbench_mini" / "reference_agent.py"
 METRICS = ("accuracy",)
@@ -48,23 +48,20 @@ def import_mlebench_tree(files: dict[str, bytes], dest: Path, name: str, descrip
             raise TaskError(f"{rel}: no column {missing[0]!r} (grader.json names the id and label columns)")
     train = list(csv.DictReader(io.StringIO(files["public/train.csv"].decode("utf-8"))))
     classes = sorted({r[label_col] for r in train})
-    tmp = dest.with_name(dest.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "data" / "public").mkdir(parents=True)
-    (tmp / "data" / "private").mkdir()
-    os.chmod(tmp / "data" / "private", 0o700)
-    for rel, data in files.items():
-        (tmp / "data" / rel).write_bytes(data)
-    (tmp / "data" / "public" / "classes.json").write_text(json.dumps(classes, ensure_ascii=False), encoding="utf-8")
-    (tmp / "reference").mkdir()
-    shutil.copy(REFERENCE_AGENT, tmp / "reference" / "target_agent.py")
-    (tmp / "task.md").write_text(description, encoding="utf-8")
-    (tmp / "sia_task.json").write_text(json.dumps({
-        "name": name, "kind": "csv-table", "metric": grader["metric"], "id_column": id_col, "label_column": label_col,
-        "feedback_per_label": max(2, math.ceil(24 / len(classes))),
-        "selection_per_label": max(3, math.ceil(36 / len(classes)))}, indent=1))
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    with writing_task_folder(dest) as tmp:
+        (tmp / "data" / "public").mkdir(parents=True)
+        (tmp / "data" / "private").mkdir()
+        os.chmod(tmp / "data" / "private", 0o700)
+        for rel, data in files.items():
+            (tmp / "data" / rel).write_bytes(data)
+        (tmp / "data" / "public" / "classes.json").write_text(json.dumps(classes, ensure_ascii=False), encoding="utf-8")
+        (tmp / "reference").mkdir()
+        shutil.copy(REFERENCE_AGENT, tmp / "reference" / "target_agent.py")
+        (tmp / "task.md").write_text(description, encoding="utf-8")
+        (tmp / "sia_task.json").write_text(json.dumps({
+            "name": name, "kind": "csv-table", "metric": grader["metric"], "id_column": id_col,
+            "label_column": label_col, "feedback_per_label": max(2, math.ceil(24 / len(classes))),
+            "selection_per_label": max(3, math.ceil(36 / len(classes)))}, indent=1))
     return dest
 
 

@@ -77,13 +77,12 @@ def import_lawbench(file: Path, dest: Path, name: str, test_fraction: float = 0.
     gold = {i: ";".join(labels) for i, _, labels in test}
     here = Path(__file__).parent
     lay_out(dest, name, classes, [[i, text, ";".join(labels)] for i, text, labels in train],
-            [[i, text] for i, text, _ in test], gold, here / "task.md", REFERENCE_AGENT)
-    (dest / "evaluate.py").write_text(EVALUATOR.format(classes=json.dumps(classes, ensure_ascii=False)), encoding="utf-8")
-    (dest / "task.md").write_text(
-        f"# {name} — LawBench charge prediction (multi-label)\n\nImported from `{Path(file).name}` "
-        f"({len(rows)} items, {len(classes)} charges). Predict the charge(s) of each case; every allowed "
-        "charge named in your `label` counts as predicted. Metric: mean per-item F1 between predicted and "
-        "gold charge sets (naming no allowed charge scores 0).\n", encoding="utf-8")
-    (dest / "sia_task.json").write_text(json.dumps({"name": name, "metric": "mean F1", "evaluator": "evaluate.py",
-                                                    "feedback_per_label": 1, "selection_per_label": 1}, indent=1))
+            [[i, text] for i, text, _ in test], gold, here / "task.md", REFERENCE_AGENT, extra_files={
+                "evaluate.py": EVALUATOR.format(classes=json.dumps(classes, ensure_ascii=False)),
+                "task.md": f"# {name} — LawBench charge prediction (multi-label)\n\nImported from `{Path(file).name}` "
+                           f"({len(rows)} items, {len(classes)} charges). Predict the charge(s) of each case; every "
+                           "allowed charge named in your `label` counts as predicted. Metric: mean per-item F1 between "
+                           "predicted and gold charge sets (naming no allowed charge scores 0).\n",
+                "sia_task.json": json.dumps({"name": name, "metric": "mean F1", "evaluator": "evaluate.py",
+                                             "feedback_per_label": 1, "selection_per_label": 1}, indent=1)})
     return dest

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 from gateway.model_store import cache_dir, fetch_wheel
+from tasks.base import writing_task_folder
 
 WHEEL = "sia-agent==0.6.0"
 PREFIX = "sia/tasks/lawbench/data/"
@@ -47,21 +48,21 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 
 def lay_out(dest: Path, name: str, classes: list[str], train: list[list], test: list[list], gold: dict[str, str],
-            task_md: Path, reference: Path) -> Path:
-    """Write a csv-classification task folder atomically (a half-written one never appears)."""
-    tmp = dest.with_name(dest.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_csv(tmp / "data/public/train.csv", ["id", "text", "label"], train)
-    write_csv(tmp / "data/public/test.csv", ["id", "text"], test)
-    write_csv(tmp / "data/private/test.csv", ["id", "label"], [[i, gold[i]] for i, _ in test])
-    os.chmod(tmp / "data/private", 0o700)
-    (tmp / "data/public/classes.json").write_text(json.dumps(classes, ensure_ascii=False, indent=1), encoding="utf-8")
-    (tmp / "reference").mkdir()
-    shutil.copy(reference, tmp / "reference/target_agent.py")
-    shutil.copy(task_md, tmp / "task.md")
-    (tmp / "sia_task.json").write_text(json.dumps({"name": name}, indent=1))
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+            task_md: Path, reference: Path, extra_files: dict[str, str] | None = None) -> Path:
+    """Write a csv-classification task folder atomically (a half-written one never appears);
+    `extra_files` (relative name -> text) are written last, replacing the defaults."""
+    with writing_task_folder(dest) as tmp:
+        write_csv(tmp / "data/public/train.csv", ["id", "text", "label"], train)
+        write_csv(tmp / "data/public/test.csv", ["id", "text"], test)
+        write_csv(tmp / "data/private/test.csv", ["id", "label"], [[i, gold[i]] for i, _ in test])
+        os.chmod(tmp / "data/private", 0o700)
+        (tmp / "data/public/classes.json").write_text(json.dumps(classes, ensure_ascii=False, indent=1), encoding="utf-8")
+        (tmp / "reference").mkdir()
+        shutil.copy(reference, tmp / "reference/target_agent.py")
+        shutil.copy(task_md, tmp / "task.md")
+        (tmp / "sia_task.json").write_text(json.dumps({"name": name}, indent=1))
+        for rel, text in (extra_files or {}).items():
+            (tmp / rel).write_text(text, encoding="utf-8")
     return dest
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from tasks.base import writing_task_folder
 from tasks.scrna_denoise.data import Counts, load_celltypist_sample, load_counts, simulate_counts
 from tasks.scrna_denoise.split import split_molecules
 
@@ -55,10 +55,7 @@ def prepare(dest: Path, data: str = "celltypist", seed: int = 0, cells: int = 50
         raise ValueError(f"{data}: cell ids repeat; each cell needs its own id")
     split = split_molecules(counts.X, seed=seed)
     kept = [g for g, k in zip(counts.genes, split.kept) if k]
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".scrna-", dir=dest.parent))  # same filesystem, so the rename is atomic
-    try:
+    with writing_task_folder(dest) as tmp:
         public, private = tmp / "data" / "public", tmp / "data" / "private"
         for d in (public, private, tmp / "reference"):
             d.mkdir(parents=True)
@@ -72,9 +69,4 @@ def prepare(dest: Path, data: str = "celltypist", seed: int = 0, cells: int = 50
             "name": name, "kind": "sia-folder", "metric": "mse_norm", "submission": "denoised.csv",
             "evaluator_timeout_s": 600, "restrict_public_inputs": False}, indent=2))
         private.chmod(0o700)
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
