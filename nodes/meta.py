@@ -15,7 +15,7 @@ from graph.context import services
 from graph.state import SIAState
 from nodes import prompts
 from nodes.common import emit, load_task, read, write_scaffold
-from nodes.edits import LIBRARY, apply_edit, available_edits
+from nodes.edits import apply_edit, available_edits
 from nodes.llm import LLMOutputError
 
 

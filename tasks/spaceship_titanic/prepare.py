@@ -8,7 +8,6 @@ by id); the all-False sample submission scores 0.50345.
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
