@@ -7,6 +7,8 @@ RUN_ID ?= demo-$(shell date +%Y%m%d-%H%M%S)
 .PHONY: setup demo test test-quick studio clean
 
 $(STAMP): pyproject.toml
+	@test -x $(PY) || { gb=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); [ "$$gb" -ge 7 ] || \
+	  { echo "make: a new $(VENV) takes about 7 GB (torch, CUDA libraries for unsloth); $$gb GB free here" >&2; exit 1; }; }
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
