@@ -1,0 +1,79 @@
+"""Does the weights lever help a scaffold? Measured on a held-out slice of the training pool.
+
+    python examples/lora_dev_probe.py --edits retrieved-shots-2,centroid-labels-2,list-labels \
+        --variant '{"learning_rate": 1e-3, "epochs": 2}' [--variant ...] [--rollout 48] [--dev 60]
+
+The scaffold is the task's reference agent with library edits applied. It runs on the feedback
+split and on `--rollout` training-pool items, so the gateway records those calls; each variant
+trains a LoRA adapter on the rows the finetune subgraph would build from them (`sft_rows`), and
+base and adapters are scored on "dev": the last `--dev` items of the training pool, which are
+never feedback, selection, test or rollout items. Use it to choose fine-tuning settings without
+looking at the selection split (which alone decides promotion in a run). Output goes to
+runs/RUN (default: a new `probe-<time>`); a second call with the same --run-id reuses the
+recorded rollouts.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from finetune.config import FinetuneConfig  # noqa: E402
+from finetune.records import sft_rows  # noqa: E402
+from graph.config import RunConfig  # noqa: E402
+from graph.state import Candidate  # noqa: E402
+from nodes.common import sha  # noqa: E402
+from nodes.edits import LIBRARY, apply_edit  # noqa: E402
+from nodes.evaluation import evaluate  # noqa: E402
+from nodes.services import Services  # noqa: E402
+from tasks.registry import REFERENCE_AGENTS, resolve_task  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--task", default="lawbench-mini")
+parser.add_argument("--edits", default="", help="comma-separated edit ids from nodes/edits.py")
+parser.add_argument("--variant", action="append", default=[], help="JSON of FinetuneConfig fields (repeatable)")
+parser.add_argument("--rollout", type=int, default=48, help="training-pool items the scaffold runs on for data")
+parser.add_argument("--dev", type=int, default=60, help="held-out training-pool items to score on")
+parser.add_argument("--run-id", default=f"probe-{int(time.time())}")
+args = parser.parse_args()
+
+console = Console()
+task = resolve_task(args.task)
+config = RunConfig(rollout_items=args.rollout)
+svc = Services.build(config, args.run_id)
+code = REFERENCE_AGENTS[args.task].read_text()
+for edit_id in filter(None, args.edits.split(",")):
+    code = apply_edit(code, next(e for e in LIBRARY if e.id == edit_id))
+scaffold = svc.paths.gen(1) / "target_agent.py"
+scaffold.parent.mkdir(parents=True, exist_ok=True)
+scaffold.write_text(code)
+
+pool = task.splits()["pool"]
+if args.rollout + args.dev > len(pool):
+    sys.exit(f"--rollout {args.rollout} + --dev {args.dev} exceed the training pool ({len(pool)} items)")
+dev = {"dev": pool[-args.dev:]}
+base = Candidate(generation=1, lever="meta", scaffold_path=str(scaffold), scaffold_sha=sha(code), adapter=None)
+evaluate(svc, task, base, ["feedback"])
+evaluate(svc, task, base, ["rollout"], purpose="rollout")
+rows, stats = sft_rows(svc.db, args.run_id)
+
+table = Table(title=f"{args.task}: dev = {args.dev} held-out pool items; {len(rows)} training rows {stats}")
+for column in ("model", "steps", "final loss", "train s", "dev accuracy"):
+    table.add_column(column)
+table.add_row("base", "", "", "", f"{evaluate(svc, task, base, ['dev'], rows_override=dev)['dev'].score:.3f}")
+for i, variant in enumerate(args.variant):
+    out = svc.paths.root / "adapters" / f"probe_{i}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dataset.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    settings = config.finetune.model_copy(update=json.loads(variant))
+    summary = svc.trainer.train(out / "dataset.jsonl", svc.base_model(), out, FinetuneConfig(**settings.model_dump()))
+    adapter = base.model_copy(update={"adapter": str(out.relative_to(svc.paths.root))})
+    score = evaluate(svc, task, adapter, ["dev"], rows_override=dev)["dev"].score
+    table.add_row(variant, str(summary["steps"]), f"{summary['train_loss']:.3f}", f"{summary['wall_s']:.0f}", f"{score:.3f}")
+console.print(table)
