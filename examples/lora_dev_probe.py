@@ -32,48 +32,64 @@ from nodes.common import sha  # noqa: E402
 from nodes.edits import LIBRARY, apply_edit  # noqa: E402
 from nodes.evaluation import evaluate  # noqa: E402
 from nodes.services import Services  # noqa: E402
-from tasks.registry import REFERENCE_AGENTS, resolve_task  # noqa: E402
+from tasks.registry import resolve_task  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--task", default="lawbench-mini")
-parser.add_argument("--edits", default="", help="comma-separated edit ids from nodes/edits.py")
-parser.add_argument("--variant", action="append", default=[], help="JSON of FinetuneConfig fields (repeatable)")
-parser.add_argument("--rollout", type=int, default=48, help="training-pool items the scaffold runs on for data")
-parser.add_argument("--dev", type=int, default=60, help="held-out training-pool items to score on")
-parser.add_argument("--run-id", default=f"probe-{int(time.time())}")
-args = parser.parse_args()
 
-console = Console()
-task = resolve_task(args.task)
-config = RunConfig(rollout_items=args.rollout)
-svc = Services.build(config, args.run_id)
-code = REFERENCE_AGENTS[args.task].read_text()
-for edit_id in filter(None, args.edits.split(",")):
-    code = apply_edit(code, next(e for e in LIBRARY if e.id == edit_id))
-scaffold = svc.paths.gen(1) / "target_agent.py"
-scaffold.parent.mkdir(parents=True, exist_ok=True)
-scaffold.write_text(code)
+def probe(svc, task, edits: list[str], variants: list[dict], dev_items: int) -> tuple[list[dict], dict]:
+    """Dev accuracy of the base model and of one adapter per variant on `task`'s reference agent
+    with `edits` applied: (results, dataset stats). Results are {"model", "steps", "train_loss",
+    "train_s", "dev"}; the base row has model "base" and no training fields."""
+    code = task.reference_agent.read_text()
+    for edit_id in edits:
+        code = apply_edit(code, next(e for e in LIBRARY if e.id == edit_id))
+    scaffold = svc.paths.gen(1) / "target_agent.py"
+    scaffold.parent.mkdir(parents=True, exist_ok=True)
+    scaffold.write_text(code)
+    pool = task.splits()["pool"]
+    rollout = svc.config.rollout_items
+    if dev_items < 1 or rollout + dev_items > len(pool):
+        raise ValueError(f"{rollout} rollout + {dev_items} dev items do not fit the training pool ({len(pool)} items)")
+    dev = {"dev": pool[-dev_items:]}
+    base = Candidate(generation=1, lever="meta", scaffold_path=str(scaffold), scaffold_sha=sha(code), adapter=None)
+    evaluate(svc, task, base, ["feedback"])
+    evaluate(svc, task, base, ["rollout"], purpose="rollout")
+    rows, stats = sft_rows(svc.db, svc.paths.run_id)
+    results = [{"model": "base", "dev": evaluate(svc, task, base, ["dev"], rows_override=dev)["dev"].score}]
+    for i, variant in enumerate(variants):
+        out = svc.paths.root / "adapters" / f"probe_{i}"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "dataset.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        settings = FinetuneConfig(**(svc.config.finetune.model_dump() | variant))
+        summary = svc.trainer.train(out / "dataset.jsonl", svc.base_model(), out, settings)
+        adapter = base.model_copy(update={"adapter": str(out.relative_to(svc.paths.root))})
+        results.append({"model": json.dumps(variant), "steps": summary.get("steps"), "train_loss": summary.get("train_loss"),
+                        "train_s": summary.get("wall_s"),
+                        "dev": evaluate(svc, task, adapter, ["dev"], rows_override=dev)["dev"].score})
+    return results, stats
 
-pool = task.splits()["pool"]
-if args.rollout + args.dev > len(pool):
-    sys.exit(f"--rollout {args.rollout} + --dev {args.dev} exceed the training pool ({len(pool)} items)")
-dev = {"dev": pool[-args.dev:]}
-base = Candidate(generation=1, lever="meta", scaffold_path=str(scaffold), scaffold_sha=sha(code), adapter=None)
-evaluate(svc, task, base, ["feedback"])
-evaluate(svc, task, base, ["rollout"], purpose="rollout")
-rows, stats = sft_rows(svc.db, args.run_id)
 
-table = Table(title=f"{args.task}: dev = {args.dev} held-out pool items; {len(rows)} training rows {stats}")
-for column in ("model", "steps", "final loss", "train s", "dev accuracy"):
-    table.add_column(column)
-table.add_row("base", "", "", "", f"{evaluate(svc, task, base, ['dev'], rows_override=dev)['dev'].score:.3f}")
-for i, variant in enumerate(args.variant):
-    out = svc.paths.root / "adapters" / f"probe_{i}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    settings = config.finetune.model_copy(update=json.loads(variant))
-    summary = svc.trainer.train(out / "dataset.jsonl", svc.base_model(), out, FinetuneConfig(**settings.model_dump()))
-    adapter = base.model_copy(update={"adapter": str(out.relative_to(svc.paths.root))})
-    score = evaluate(svc, task, adapter, ["dev"], rows_override=dev)["dev"].score
-    table.add_row(variant, str(summary["steps"]), f"{summary['train_loss']:.3f}", f"{summary['wall_s']:.0f}", f"{score:.3f}")
-console.print(table)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="lawbench-mini", help="a built-in task name or a task folder")
+    parser.add_argument("--edits", default="", help="comma-separated edit ids from nodes/edits.py")
+    parser.add_argument("--variant", action="append", default=[], help="JSON of FinetuneConfig fields (repeatable)")
+    parser.add_argument("--rollout", type=int, default=48, help="training-pool items the scaffold runs on for data")
+    parser.add_argument("--dev", type=int, default=60, help="held-out training-pool items to score on")
+    parser.add_argument("--run-id", default=f"probe-{int(time.time())}")
+    args = parser.parse_args()
+    task = resolve_task(args.task)
+    svc = Services.build(RunConfig(rollout_items=args.rollout), args.run_id)
+    results, stats = probe(svc, task, list(filter(None, args.edits.split(","))),
+                           [json.loads(v) for v in args.variant], args.dev)
+    table = Table(title=f"{task.name}: dev = {args.dev} held-out pool items; training rows {stats}")
+    for column in ("model", "steps", "final loss", "train s", "dev accuracy"):
+        table.add_column(column)
+    for r in results:
+        fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
+        table.add_row(r["model"], fmt(r.get("steps"), "d"), fmt(r.get("train_loss"), ".3f"),
+                      fmt(r.get("train_s"), ".0f"), f"{r['dev']:.3f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""examples/lora_dev_probe.py on the tiny task with fakes: adapters are trained on the rows the
+finetune subgraph would build, and base and adapters are scored on held-out pool items only."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.base import Task
+from tests.fakes import fake_model_cache, fake_services, make_tiny_task, shutdown
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lora_dev_probe.py"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("lora_dev_probe", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def svc(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIA_CACHE_DIR", str(fake_model_cache(tmp_path / "cache")))
+    services = fake_services(tmp_path, "probe", [], [])
+    yield services
+    shutdown(services)
+
+
+def test_probe_scores_adapters_on_held_out_pool_items(tmp_path, svc):
+    task = Task.load(make_tiny_task(tmp_path / "tiny"))
+    results, stats = load_example().probe(svc, task, [], [{"learning_rate": 1e-3}], dev_items=4)
+
+    # The fake base answers the first allowed label zero-shot; the fake adapter reads the keyword.
+    assert [r["model"] for r in results] == ["base", json.dumps({"learning_rate": 1e-3})]
+    assert results[1]["dev"] == 1.0 > results[0]["dev"]
+    (call,) = svc.trainer.calls
+    rows = call["dataset"].read_text().splitlines()
+    assert len(rows) == stats["rewarded"] + stats["gold_target"] == 3 + 6  # feedback + rollout items
+    # What the adapter was asked is exactly the dev items, and none of them is a training row.
+    asked = {req.messages[-1]["content"] for req in svc.backend_for.backends["adapters/probe_0"].requests}
+    trained = {json.loads(row)["messages"][-1]["content"] for row in rows}
+    assert len(asked) == 4 and not asked & trained
+    dev_texts = [r["text"] for r in task.splits()["pool"][-4:]]
+    assert all(any(text[:40] in prompt for prompt in asked) for text in dev_texts)
+    with svc.db.lock:
+        stored = {r["split"] for r in svc.db.db.query("select split from item_results where run_id = 'probe'")}
+    assert stored == {"feedback", "rollout"}  # dev outcomes are never stored, so never become training rows
+
+
+def test_probe_refuses_a_dev_slice_that_overlaps_the_rollouts(tmp_path, svc):
+    task = Task.load(make_tiny_task(tmp_path / "tiny"))
+    with pytest.raises(ValueError, match="do not fit the training pool"):
+        load_example().probe(svc, task, [], [], dev_items=len(task.splits()["pool"]))
