@@ -9,8 +9,8 @@ trains a LoRA adapter on the rows the finetune subgraph would build from them (`
 base and adapters are scored on "dev": the last `--dev` items of the training pool, which are
 never feedback, selection, test or rollout items. Use it to choose fine-tuning settings without
 looking at the selection split (which alone decides promotion in a run). Output goes to
-runs/RUN (default: a new `probe-<time>`); a second call with the same --run-id reuses the
-recorded rollouts.
+runs/RUN (default: a new `probe-<time>`); a second call with the same --run-id and --edits
+reuses the recorded rollouts (other edits in the same run would mix two scaffolds' rows).
 """
 
 import argparse
@@ -39,9 +39,12 @@ def probe(svc, task, edits: list[str], variants: list[dict], dev_items: int) -> 
     """Dev accuracy of the base model and of one adapter per variant on `task`'s reference agent
     with `edits` applied: (results, dataset stats). Results are {"model", "steps", "train_loss",
     "train_s", "dev"}; the base row has model "base" and no training fields."""
+    by_id = {e.id: e for e in LIBRARY}
+    if unknown := [e for e in edits if e not in by_id]:
+        raise ValueError(f"unknown edits {unknown}; the library has {sorted(by_id)}")
     code = task.reference_agent.read_text()
     for edit_id in edits:
-        code = apply_edit(code, next(e for e in LIBRARY if e.id == edit_id))
+        code = apply_edit(code, by_id[edit_id])
     scaffold = svc.paths.gen(1) / "target_agent.py"
     scaffold.parent.mkdir(parents=True, exist_ok=True)
     scaffold.write_text(code)

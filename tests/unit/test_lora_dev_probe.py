@@ -55,3 +55,9 @@ def test_probe_refuses_a_dev_slice_that_overlaps_the_rollouts(tmp_path, svc):
     task = Task.load(make_tiny_task(tmp_path / "tiny"))
     with pytest.raises(ValueError, match="do not fit the training pool"):
         load_example().probe(svc, task, [], [], dev_items=len(task.splits()["pool"]))
+
+
+def test_probe_names_an_unknown_edit(tmp_path, svc):
+    task = Task.load(make_tiny_task(tmp_path / "tiny"))
+    with pytest.raises(ValueError, match="unknown edits \\['retrieved-shots-9'\\]"):
+        load_example().probe(svc, task, ["retrieved-shots-9"], [], dev_items=4)
