@@ -13,14 +13,8 @@ import os
 def main():
     args = parse_args()
     with open(os.path.join(args.dataset_dir, "test.csv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    os.makedirs(args.working_dir, exist_ok=True)
-    with open(os.path.join(args.working_dir, "submission.csv"), "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label"])
-        w.writerow([rows[0]["id"], "theft" * 40_000])  # 200 kB field
-        for r in rows[1:]:
-            w.writerow([r["id"], "theft"])
+        first = next(csv.DictReader(f))
+    submit(args, {first["text"]: "theft" * 40_000})  # a 200 kB field; the other rows get the first class
     report(field_bytes=5 * 40_000)
 
 
