@@ -37,7 +37,6 @@ from tasks.base import Task, TaskError
 from tasks.evaluator import EvaluatorError, finite_number, run_timed
 
 
-
 class SIAFolderSpec(BaseModel):
     """Optional `sia_task.json` beside an SIA folder's `data/` (kind "sia-folder")."""
 
@@ -119,12 +118,11 @@ def copy_restricted(src_dir: Path, dest_dir: Path, all_ids: set[str], keep: set[
 
 
 class SIAFolderTask(Task):
-    def __init__(self, root: Path, spec: SIAFolderSpec, item_table: Path, reference: Path):
-        self.root, self.spec, self.item_table, self._reference = root, spec, item_table, reference
+    def __init__(self, root: Path, spec: SIAFolderSpec, item_table: Path, item_ids: list[str], reference: Path):
+        self.root, self.spec, self.item_table, self.item_ids, self._reference = root, spec, item_table, item_ids, reference
         self.description = (root / "data" / "public" / "task.md").read_text(encoding="utf-8")
         classes = root / "data" / "public" / "classes.json"
         self.classes: list[str] = json.loads(classes.read_text(encoding="utf-8")) if classes.is_file() else []
-        self.item_ids = _read_table(item_table)[2]
 
     @classmethod
     def load(cls, root: Path) -> "SIAFolderTask":
@@ -146,15 +144,16 @@ class SIAFolderTask(Task):
         if len(agents) != 1 or not agents[0].is_file():
             raise TaskError(f"{root / 'reference'}: expected one reference agent (*target_agent.py), found "
                             f"{[a.name for a in agents]}; set reference_agent in sia_task.json")
-        tables = ([root / spec.item_table] if spec.item_table
-                  else [p for p in sorted(private.rglob("*")) if p.is_file() and _read_table(p) is not None][:1])
-        if not tables or _read_table(tables[0]) is None:
+        candidates = ([root / spec.item_table] if spec.item_table
+                      else (p for p in sorted(private.rglob("*")) if p.is_file()))
+        found = next(((p, table) for p in candidates if (table := _read_table(p)) is not None), None)
+        if found is None:
             raise TaskError(f"{private}: no item table (a CSV whose first column is the item id, a JSON list of "
                             "objects with an 'id', or a JSON object keyed by id); set item_table in sia_task.json")
-        task = cls(root, spec, tables[0], agents[0])
-        if len(set(task.item_ids)) < 3 or len(set(task.item_ids)) != len(task.item_ids):
-            raise TaskError(f"{tables[0]}: needs at least 3 distinct item ids (one per tier), without repeats")
-        return task
+        item_table, ids = found[0], found[1][2]
+        if len(set(ids)) < 3 or len(set(ids)) != len(ids):
+            raise TaskError(f"{item_table}: needs at least 3 distinct item ids (one per tier), without repeats")
+        return cls(root, spec, item_table, ids, agents[0])
 
     @property
     def reference_agent(self) -> Path:
