@@ -144,6 +144,9 @@ class SIAFolderTask(Task):
         if len(agents) != 1 or not agents[0].is_file():
             raise TaskError(f"{root / 'reference'}: expected one reference agent (*target_agent.py), found "
                             f"{[a.name for a in agents]}; set reference_agent in sia_task.json")
+        if spec.item_table and not (root / spec.item_table).is_file():
+            raise TaskError(f"{root / spec.item_table}: missing; item_table in sia_task.json names the private "
+                            "file whose rows are the items")
         candidates = ([root / spec.item_table] if spec.item_table
                       else (p for p in sorted(private.rglob("*")) if p.is_file()))
         found = next(((p, table) for p in candidates if (table := _read_table(p)) is not None), None)

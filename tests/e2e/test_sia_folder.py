@@ -48,6 +48,9 @@ def test_a_malformed_sia_folder_is_refused_naming_the_file(tmp_path):
     (root / "sia_task.json").write_text(json.dumps({"name": "x", "feedback_fraction": 0.5, "selection_fraction": 0.5}))
     with pytest.raises(TaskError, match="test tier"):
         resolve_task(str(root))
+    (root / "sia_task.json").write_text(json.dumps({"name": "x", "item_table": "data/private/answers.csv"}))
+    with pytest.raises(TaskError, match="answers.csv: missing; item_table"):
+        resolve_task(str(root))
 
 
 def write_submission(path, labels: dict[str, str]) -> None:
