@@ -200,9 +200,9 @@ def add_commands(sub) -> None:
     p.add_argument("folder", metavar="DIR", help="folder with public/ and private/ (and optionally grader.json)")
     p.add_argument("--name", help="task name (default: the folder's name)")
     p.set_defaults(func=cmd_import_mlebench)
-    p = tsub.add_parser("import-counts", help="a scrna-denoise task from your raw counts (CSV)")
-    p.add_argument("file", metavar="FILE", help="CSV of raw integer counts: header of gene names, one row per cell "
-                                                "with its id first")
+    p = tsub.add_parser("import-counts", help="a scrna-denoise task from your raw counts (CSV or .h5ad)")
+    p.add_argument("file", metavar="FILE", help="CSV of raw integer counts (header of gene names, one row per cell "
+                                                "with its id first), or an AnnData .h5ad file (needs h5py)")
     p.add_argument("--name", help="task name (default scrna-FILESTEM)")
     p.add_argument("--seed", type=int, default=0, help="seed of the molecular cross-validation split")
     p.set_defaults(func=cmd_import_counts)
