@@ -207,6 +207,8 @@ def main() -> int:
     parser.add_argument("--skip-sequential", action="store_true", help="leave out the 1-client run")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default: torch's own choice, one per core)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="dtype the model is served in, as GatewayConfig.precision (auto: bf16 where native)")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = parser.parse_args()
     if args.threads:
@@ -219,7 +221,7 @@ def main() -> int:
     if not console.is_terminal:
         console = Console(width=140)
     t0 = time.perf_counter()
-    engine = Engine.load("smollm2-135m-instruct")
+    engine = Engine.load("smollm2-135m-instruct", precision=args.precision)
     load_s = time.perf_counter() - t0
     bodies = make_bodies(n, max_tokens)
     t0 = time.perf_counter()
@@ -227,7 +229,7 @@ def main() -> int:
     warm_s = time.perf_counter() - t0
     console.print(f"model load {load_s:.1f} s, warm-up generate (incl. grammar compile) {warm_s:.1f} s; "
                   f"{n} requests, max_tokens {max_tokens}, {args.clients} clients, rounds {args.rounds}, "
-                  f"torch threads {torch.get_num_threads()}")
+                  f"torch threads {torch.get_num_threads()}, weights {next(engine.model.parameters()).dtype}")
 
     raw_runs: list[Result] = []
     gw_runs: dict[float, list[Result]] = {w: [] for w in windows}

@@ -280,7 +280,8 @@ def cmd_serve(args) -> int:
             gw = Gateway(lambda adapter: engines[0], ServeLog(), port=args.port, model_name=EMBEDDED_MODEL_NAME)
         except OSError as exc:
             raise CLIError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}; pick another --port.") from None
-        engines.append(Engine.load(EMBEDDED_MODEL_NAME, adapter=Path(args.adapter) if args.adapter else None))
+        engines.append(Engine.load(EMBEDDED_MODEL_NAME, adapter=Path(args.adapter) if args.adapter else None,
+                                   precision=args.precision))
     gw.start()
     token = gw.issue_token(CallScope("serve", 0, None, purpose="serve"))
     console.print(f"Serving [bold]{EMBEDDED_MODEL_NAME}[/]" + (f" + adapter {escape(args.adapter)}" if args.adapter else "")
@@ -333,6 +334,8 @@ def build_parser() -> Parser:
                        description="Serve the embedded model on 127.0.0.1 with a per-session API key, until Ctrl-C.")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--adapter", metavar="DIR", help="a trained LoRA adapter folder to merge in")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="dtype the model is served in (auto: bf16 where the hardware has bf16 matmuls)")
     p.set_defaults(func=cmd_serve)
 
     from cli.tasks import add_commands

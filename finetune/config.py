@@ -1,7 +1,7 @@
 """One flat, validated configuration for a LoRA SFT run.
 
-The defaults are sized for a 135M-parameter model on a 2-core CPU: a few dozen
-examples train in about one to two minutes. The parent process serialises this
+The defaults are sized for a 135M-parameter model on a 2-core CPU: about 70 rows of
+~500 tokens train for 3 epochs (27 steps) in about 4 minutes with bf16 autocast. The parent process serialises this
 model to JSON and `finetune.train_lora` reads it back, so every field must stay
 JSON-friendly.
 """
@@ -55,6 +55,11 @@ class FinetuneConfig(BaseModel):
     save_total_limit: int = Field(2, ge=1, description="Trainer checkpoints kept on disk; older ones are deleted.")
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, about 30% slower; off suits CPU."
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="'bf16' trains under bfloat16 autocast (LoRA weights and optimizer stay float32): about "
+        "2x faster on CPUs with AVX512-BF16 or AMX. 'auto' picks bf16 where the hardware has it, else 'fp32'.",
     )
     backend: Literal["unsloth", "trl"] = Field(
         "unsloth",

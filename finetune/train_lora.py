@@ -187,10 +187,13 @@ def train(dataset: Path, base: Path, out: Path, config: FinetuneConfig, events: 
         model, tokenizer, peft_config = _load_trl(base, config)
     _align_special_tokens(model, tokenizer)
 
+    from gateway.model_store import use_bf16
+
+    bf16 = use_bf16(config.precision)
     args = SFTConfig(
         output_dir=str(trainer_dir), num_train_epochs=config.epochs, max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate, seed=config.seed, max_length=config.max_length, bf16=False,
+        learning_rate=config.learning_rate, seed=config.seed, max_length=config.max_length, bf16=bf16,
         fp16=False, use_cpu=not torch.cuda.is_available(), gradient_checkpointing=config.gradient_checkpointing,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
         logging_steps=1, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
@@ -219,6 +222,7 @@ def train(dataset: Path, base: Path, out: Path, config: FinetuneConfig, events: 
     summary = {
         "backend": backend,
         "backend_requested": config.backend,
+        "precision": "bf16" if bf16 else "fp32",
         "fallback_reason": fallback_reason,
         "steps": trainer.state.global_step,
         "max_steps": trainer.state.max_steps,

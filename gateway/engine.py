@@ -56,10 +56,10 @@ class Engine:
         self._grammars: dict[str, object] = {}
 
     @classmethod
-    def load(cls, name: str, path: Path | None = None, adapter: Path | None = None) -> "Engine":
+    def load(cls, name: str, path: Path | None = None, adapter: Path | None = None, precision: str = "auto") -> "Engine":
         from gateway.model_store import load_model
 
-        model, tokenizer = load_model(path, adapter)
+        model, tokenizer = load_model(path, adapter, precision)
         return cls(model, tokenizer, name)
 
     def _grammar(self, schema: dict):

@@ -90,6 +90,7 @@ def quiet_libraries() -> None:
     import warnings
 
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "Failed to load CPU gemm_4bit_forward" (peft imports it)
     warnings.filterwarnings("ignore", message=".*clean_up_tokenization_spaces.*")
     from transformers.utils import logging as hf_logging
 
@@ -97,8 +98,28 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_model(path: Path | None = None, adapter: Path | None = None):
-    """Load model + tokenizer from the safetensors cache (or `path`), with an optional LoRA adapter."""
+def native_bf16() -> bool:
+    """Whether bfloat16 matmuls run in hardware here (CUDA, or a CPU with AVX512-BF16 or AMX);
+    elsewhere they are emulated and slower than float32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(precision: str) -> bool:
+    """'bf16', 'fp32', or 'auto' (bf16 where `native_bf16()`)."""
+    return precision == "bf16" or (precision == "auto" and native_bf16())
+
+
+def load_model(path: Path | None = None, adapter: Path | None = None, precision: str = "auto"):
+    """Load model + tokenizer from the safetensors cache (or `path`), with an optional LoRA adapter
+    merged in; `precision` (fp32, bf16, auto) is the dtype the weights are served in."""
     quiet_libraries()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -115,5 +136,7 @@ def load_model(path: Path | None = None, adapter: Path | None = None):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    if use_bf16(precision):  # after the merge, so the adapter is added at full precision
+        model = model.to(torch.bfloat16)
     model.eval()
     return model, tokenizer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -53,6 +54,9 @@ class GatewayConfig(BaseModel):
 
     max_batch: int = Field(16, ge=1, description="Most requests decoded together in one batch.")
     batch_window_ms: float = Field(15, ge=0, description="How long the batcher waits for more requests to join a batch.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Dtype the embedded model is served in; 'auto' is bf16 where the hardware has bf16 "
+                            "matmuls (about 2x faster generation on AVX512-BF16/AMX CPUs), else fp32.")
 
 
 class RunConfig(BaseModel):
@@ -65,13 +69,16 @@ class RunConfig(BaseModel):
     feedback: RoleConfig = Field(default_factory=RoleConfig, description="The Feedback-Agent's model (diagnoses, picks levers, rewrites).")
     target: RoleConfig = Field(default_factory=RoleConfig, description="The target model the task agent calls.")
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits, description="Limits for every generated agent run.")
-    finetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=1, save_steps=4, max_length=1024, learning_rate=3e-4),
+    finetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(save_steps=4, max_length=1024),
                                      description="LoRA training settings for the weights lever.")
     scaffold: ScaffoldConfig = Field(default_factory=ScaffoldConfig, description="Scaffold-rewrite settings.")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="Gateway batching.")
     keep_best: KeepBestConfig = Field(default_factory=KeepBestConfig, description="When a candidate replaces the incumbent (paired test on the selection split).")
     report_rejected: bool = Field(False, description="Also score rejected candidates on the feedback and test splits (costs time, changes nothing).")
     rollout_items: int = Field(48, ge=0, description="Training-pool items the incumbent runs on to make fine-tuning data.")
+    train_on: Literal["incumbent_scaffold", "all_scaffolds"] = Field(
+        "incumbent_scaffold", description="Which recorded calls become fine-tuning rows: only those the incumbent "
+        "scaffold made (the prompts the adapter will be served under), or those of every scaffold in the run.")
 
     @model_validator(mode="after")
     def _target_writes_no_code(self) -> "RunConfig":

@@ -22,7 +22,7 @@ from nodes.llm import RoleLLM, chat_model
 from sandbox.runner import SandboxRunner, SubprocessSandbox
 
 
-def embedded_backends(paths: RunPaths) -> Callable[[str | None], Backend]:
+def embedded_backends(paths: RunPaths, precision: str) -> Callable[[str | None], Backend]:
     """base + adapter version -> a loaded Engine (kept: a 135M model is ~0.5 GB)."""
     from gateway.engine import Engine
     from gateway.model_store import EMBEDDED_MODEL_NAME
@@ -34,7 +34,7 @@ def embedded_backends(paths: RunPaths) -> Callable[[str | None], Backend]:
         with lock:
             if adapter not in engines:
                 adapter_dir = None if adapter is None else paths.root / adapter / "adapter"
-                engines[adapter] = Engine.load(EMBEDDED_MODEL_NAME, adapter=adapter_dir)
+                engines[adapter] = Engine.load(EMBEDDED_MODEL_NAME, adapter=adapter_dir, precision=precision)
             return engines[adapter]
 
     return backend_for
@@ -87,7 +87,7 @@ class Services:
         paths = RunPaths(config.runs_dir, run_id).create()
         db = RunDB(paths.run_db)
         if config.target.embedded:
-            backend_for = embedded_backends(paths)
+            backend_for = embedded_backends(paths, config.gateway.precision)
         else:
             from gateway.remote import RemoteBackend
 

@@ -52,7 +52,7 @@ def test_train_writes_adapter_that_changes_logits(tmp_path, base_dir):
     events: list[dict] = []
 
     summary = SubprocessTrainer(timeout_s=300).train(
-        dataset, base_dir, out, FinetuneConfig(max_steps=4), on_event=events.append
+        dataset, base_dir, out, FinetuneConfig(max_steps=4, precision="fp32"), on_event=events.append
     )
 
     adapter = out / "adapter"
@@ -61,7 +61,7 @@ def test_train_writes_adapter_that_changes_logits(tmp_path, base_dir):
     assert summary == json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 4 and len(summary["loss_history"]) == 4
     assert summary["backend"] in ("unsloth", "trl") and summary["resumed_from_step"] is None
-    assert summary["examples"] == 16
+    assert summary["examples"] == 16 and summary["precision"] == "fp32"
     assert 0 < summary["trained_tokens"] < summary["tokens"] / 2, "prompt tokens must be masked out"
     steps = [e for e in events if e["event"] == "train_step"]
     assert [e["step"] for e in steps] == [1, 2, 3, 4]
@@ -162,3 +162,32 @@ def test_too_small_dataset_is_refused(tmp_path, base_dir):
     dataset = write_dataset(tmp_path / "small.jsonl", n=3)
     with pytest.raises(TrainingFailed, match="only 3 example"):
         SubprocessTrainer(timeout_s=60).train(dataset, base_dir, tmp_path / "run", FinetuneConfig(min_examples=4))
+
+
+@pytest.mark.slow
+def test_bf16_training_and_serving(tmp_path, base_dir):
+    """bfloat16 autocast training keeps float32 LoRA weights and learns; the gateway's bf16
+    engine serves the same greedy answer as float32."""
+    import torch
+    from safetensors.torch import load_file
+
+    from gateway.model_store import load_model
+
+    summary = SubprocessTrainer(timeout_s=300).train(
+        write_dataset(tmp_path / "train.jsonl"), base_dir, tmp_path / "run", FinetuneConfig(max_steps=4, precision="bf16"))
+    assert summary["precision"] == "bf16" and summary["steps"] == 4
+    assert summary["loss_history"][-1] < summary["loss_history"][0]
+    adapter = tmp_path / "run" / "adapter"
+    weights = load_file(adapter / "adapter_model.safetensors")
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())
+
+    served = {}
+    for precision in ("fp32", "bf16"):
+        model, tokenizer = load_model(base_dir, adapter, precision)
+        assert {p.dtype for p in model.parameters()} == {torch.float32 if precision == "fp32" else torch.bfloat16}
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is Grace's favourite colour?"}],
+                                               add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.inference_mode():
+            served[precision] = model(**prompt).logits[0, -1].float()
+    assert served["fp32"].argmax() == served["bf16"].argmax()
+    assert torch.nn.functional.cosine_similarity(served["fp32"], served["bf16"], dim=0) > 0.99

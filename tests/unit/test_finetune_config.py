@@ -15,7 +15,16 @@ def test_defaults_are_the_cpu_profile():
     assert (config.learning_rate, config.epochs, config.max_steps) == (1e-3, 3, -1)
     assert (config.batch_size, config.grad_accum, config.max_length) == (8, 1, 384)
     assert (config.seed, config.save_steps, config.min_examples) == (0, 5, 4)
-    assert config.backend == "unsloth" and config.allow_fallback
+    assert config.backend == "unsloth" and config.allow_fallback and config.precision == "auto"
+
+
+@pytest.mark.parametrize("precision, native, expected", [
+    ("auto", True, True), ("auto", False, False), ("fp32", True, False), ("bf16", False, True)])
+def test_precision_auto_follows_the_hardware(monkeypatch, precision, native, expected):
+    from gateway import model_store
+
+    monkeypatch.setattr(model_store, "native_bf16", lambda: native)
+    assert model_store.use_bf16(precision) is expected
 
 
 def test_every_field_is_documented():
@@ -45,6 +54,7 @@ def test_json_round_trip():
         ({"save_steps": 0}, "greater than or equal to 1"),
         ({"max_length": 8}, "greater than or equal to 16"),
         ({"backend": "axolotl"}, "'unsloth' or 'trl'"),
+        ({"precision": "fp16"}, "'auto', 'fp32' or 'bf16'"),
         ({"lora_rank": 8}, "Extra inputs are not permitted"),
     ],
 )
