@@ -10,7 +10,7 @@ base and adapters are scored on "dev": the last `--dev` items of the training po
 never feedback, selection, test or rollout items. Use it to choose fine-tuning settings without
 looking at the selection split (which alone decides promotion in a run). Output goes to
 runs/RUN (default: a new `probe-<time>`); a second call with the same --run-id and --edits
-reuses the recorded rollouts (other edits in the same run would mix two scaffolds' rows).
+reuses the recorded rollouts (rows come only from the probed scaffold's calls).
 """
 
 import argparse
@@ -56,7 +56,7 @@ def probe(svc, task, edits: list[str], variants: list[dict], dev_items: int) -> 
     base = Candidate(generation=1, lever="meta", scaffold_path=str(scaffold), scaffold_sha=sha(code), adapter=None)
     evaluate(svc, task, base, ["feedback"])
     evaluate(svc, task, base, ["rollout"], purpose="rollout")
-    rows, stats = sft_rows(svc.db, svc.paths.run_id)
+    rows, stats = sft_rows(svc.db, svc.paths.run_id, base.scaffold_sha)
     results = [{"model": "base", "dev": evaluate(svc, task, base, ["dev"], rows_override=dev)["dev"].score}]
     for i, variant in enumerate(variants):
         out = svc.paths.root / "adapters" / f"probe_{i}"
@@ -81,7 +81,8 @@ def main() -> None:
     parser.add_argument("--run-id", default=f"probe-{int(time.time())}")
     args = parser.parse_args()
     task = resolve_task(args.task)
-    svc = Services.build(RunConfig(rollout_items=args.rollout), args.run_id)
+    config = RunConfig.from_env().model_copy(update={"rollout_items": args.rollout})  # SIA_CONFIG, as `sia run`
+    svc = Services.build(config, args.run_id)
     results, stats = probe(svc, task, list(filter(None, args.edits.split(","))),
                            [json.loads(v) for v in args.variant], args.dev)
     table = Table(title=f"{task.name}: dev = {args.dev} held-out pool items; training rows {stats}")

@@ -1,7 +1,9 @@
 """Fine-tuning data from the gateway's records: every recorded task or rollout call joined
 with its item's reward. Rewarded completions are kept as they are (rejection-sampling SFT);
 unrewarded ones get the gold answer written in the format the call asked for (gold-target
-SFT). Only feedback-split and training-pool items are used: selection and test never."""
+SFT). Only feedback-split and training-pool items are used: selection and test never.
+Given a scaffold's hash, only the calls that scaffold made are used: the adapter will be
+served under that scaffold, so its prompts are the ones worth learning."""
 
 from __future__ import annotations
 
@@ -23,17 +25,19 @@ def gold_completion(response_format: dict | None, gold: str) -> str | None:
     return None
 
 
-def sft_rows(db, run_id: str) -> tuple[list[dict], dict]:
-    """(rows, stats): {"messages", "completion"} rows, deduplicated, in record order."""
+def sft_rows(db, run_id: str, scaffold_sha: str | None = None) -> tuple[list[dict], dict]:
+    """(rows, stats): {"messages", "completion"} rows, deduplicated, in record order; with
+    `scaffold_sha`, only from calls made by that scaffold."""
     rows, seen = [], set()
     stats = {"rewarded": 0, "gold_target": 0, "skipped": 0}
     sql = """select c.messages, c.response_format, c.completion, r.score, r.gold
              from model_calls c join item_results r
                on r.run_id = c.run_id and r.generation = c.generation and r.tag = c.item
              where c.run_id = ? and c.purpose in ('task', 'rollout') and r.split in (?, ?)
+               and (? is null or r.scaffold_sha = ?)
              order by c.id"""
     with db.lock:
-        records = list(db.db.query(sql, [run_id, *TRAINABLE_SPLITS]))
+        records = list(db.db.query(sql, [run_id, *TRAINABLE_SPLITS, scaffold_sha, scaffold_sha]))
     for rec in records:
         fmt = json.loads(rec["response_format"]) if rec["response_format"] else None
         if rec["score"] >= 1:

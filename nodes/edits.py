@@ -25,7 +25,7 @@ LIBRARY: list[ScaffoldEdit] = [
                  description="few-shot: add the 2 most similar training cases (retrieved nearest neighbours) with their labels"),
     ScaffoldEdit(id="centroid-labels-2", key="centroid_labels", value=2,
                  description="answer extraction: allow only the 2 best labels of a TF-IDF nearest-centroid classifier "
-                             "fitted on the training data"),
+                             "fitted on the training data, listed best first in the prompt"),
     ScaffoldEdit(id="neighbour-labels-2", key="neighbour_labels", value=2,
                  description="answer extraction: allow only the labels of the 2 most similar training cases"),
     ScaffoldEdit(id="retrieved-shots-4", key="retrieved_shots", value=4,
@@ -37,7 +37,7 @@ LIBRARY: list[ScaffoldEdit] = [
     ScaffoldEdit(id="fixed-shots-4", key="fixed_shots", value=4,
                  description="few-shot: add 4 fixed training examples covering different labels"),
     ScaffoldEdit(id="list-labels", key="list_labels", value=True,
-                 description="list every allowed label in the system prompt"),
+                 description="list every allowed label in the system prompt (a centroid shortlist is listed already)"),
     ScaffoldEdit(id="constrain-output", key="constrain_output", value=True,
                  description="constrain the answer to the allowed labels with a JSON schema"),
     ScaffoldEdit(id="votes-3", key="votes", value=3,

@@ -1,7 +1,8 @@
 """The fine-tuning subgraph's nodes: build_dataset -> train_adapter -> score_adapter -> promote_adapter.
 
 The incumbent scaffold first runs on a slice of the training pool (rollouts), so its calls
-are recorded by the gateway; the dataset joins all recorded calls with their rewards. A LoRA
+are recorded by the gateway; the dataset joins the incumbent scaffold's recorded calls
+(by default; `train_on`) with their rewards. A LoRA
 adapter is trained in a subprocess (resumable), scored on the selection split, and promoted
 only if it beats the incumbent there."""
 
@@ -32,7 +33,8 @@ def build_dataset(state: FinetuneState, runtime) -> dict:
         rollout = state.incumbent.model_copy(update={"generation": gen})
         evaluate(svc, task, rollout, ["rollout"], limit=state.limit, purpose="rollout",
                  log_dir=svc.paths.adapter(gen), emit=emit)
-    rows, stats = sft_rows(svc.db, state.run_id)
+    only_sha = state.incumbent.scaffold_sha if svc.config.train_on == "incumbent_scaffold" else None
+    rows, stats = sft_rows(svc.db, state.run_id, only_sha)
     out = svc.paths.adapter(gen)
     write_text_atomic(out / "dataset.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     write_json_atomic(out / "dataset_stats.json", stats)

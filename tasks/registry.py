@@ -3,6 +3,7 @@ tasks prepared or imported there earlier, and task lookup."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from tasks.base import Task, TaskError
 from tasks.sia_folder import SIAFolderTask, is_sia_folder
 from tasks.lawbench.prepare import prepare as prepare_lawbench
 from tasks.lawbench_mini.prepare import REFERENCE_AGENT as LAWBENCH_MINI_AGENT
+from tasks.lawbench_mini.prepare import SPEC as LAWBENCH_MINI_SPEC
 from tasks.lawbench_mini.prepare import prepare as prepare_lawbench_mini
 from tasks.scrna_denoise.prepare import REFERENCE_AGENT as SCRNA_AGENT
 from tasks.scrna_denoise.prepare import prepare as prepare_scrna_denoise
@@ -20,6 +22,8 @@ BUILTIN = {"lawbench-mini": prepare_lawbench_mini, "lawbench": prepare_lawbench,
            "spaceship-titanic": prepare_spaceship_titanic, "scrna-denoise": prepare_scrna_denoise}
 # The packaged reference agent of a built-in task, re-copied on use so an upgrade takes effect.
 REFERENCE_AGENTS = dict.fromkeys(BUILTIN, LAWBENCH_MINI_AGENT) | {"scrna-denoise": SCRNA_AGENT}
+# Packaged sia_task.json of built-in tasks whose split sizes are not the defaults (re-written on use too).
+PACKAGED_SPECS = {"lawbench-mini": LAWBENCH_MINI_SPEC}
 
 
 def prepare_task(name: str, force: bool = False) -> Path:
@@ -51,6 +55,9 @@ def resolve_task(name_or_dir: str) -> Task:
     if name_or_dir not in BUILTIN:
         raise TaskError(f"unknown task '{name_or_dir}': not a directory, and built-in tasks are {sorted(BUILTIN)}")
     dest = prepare_task(name_or_dir)
+    spec = PACKAGED_SPECS.get(name_or_dir)
+    if spec is not None and json.loads((dest / "sia_task.json").read_text()) != spec:
+        (dest / "sia_task.json").write_text(json.dumps(spec, indent=1))
     task = load_folder(dest)
     packaged = REFERENCE_AGENTS[name_or_dir]
     if task.reference_agent.read_bytes() != packaged.read_bytes():

@@ -3,11 +3,14 @@
 
 Deterministic: the first 12 labels of `classes.json` that have 30 training and 5 test cases;
 each case's leading "the procuratorate charges" clause is dropped and the text cut to 150
-characters, so prompts stay short enough for a 135M model on a CPU.
+characters, so prompts stay short enough for a 135M model on a CPU. Of each label's 30 training
+cases, 2 are feedback, 6 selection (72 in all, so that one item moves the selection score by
+1.4 points rather than 2.8) and 22 stay in the pool.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -18,6 +21,7 @@ N_LABELS, TEXT_CHARS = 12, 150
 _CLAUSE = re.compile(r"(指控|查明)[，,:：]?")
 HERE = Path(__file__).parent
 REFERENCE_AGENT = HERE / "reference_agent.py"
+SPEC = {"name": "lawbench-mini", "feedback_per_label": 2, "selection_per_label": 6}
 
 
 def _trim(text: str) -> str:
@@ -32,4 +36,5 @@ def prepare(dest: Path) -> Path:
     kept = [r for r in test if gold.get(r["id"]) in labels]
     return lay_out(dest, "lawbench-mini", labels,
                    [[r["id"], _trim(r["text"]), r["label"]] for r in train if r["label"] in labels],
-                   [[r["id"], _trim(r["text"])] for r in kept], gold, HERE / "task.md", REFERENCE_AGENT)
+                   [[r["id"], _trim(r["text"])] for r in kept], gold, HERE / "task.md", REFERENCE_AGENT,
+                   {"sia_task.json": json.dumps(SPEC, indent=1)})

@@ -109,7 +109,7 @@ def allowed_labels(text, train, classes):
 def build_messages(text, train, classes):
     s = SCAFFOLD
     system = s["instruction"]
-    if s["list_labels"]:
+    if s["list_labels"] or s["centroid_labels"] > 0:  # a centroid shortlist is shown best first
         system += "\nAllowed charges: " + "; ".join(classes)
     system += '\nReply with JSON: {"label": "<charge>"}'
     messages = [{"role": "system", "content": system}]

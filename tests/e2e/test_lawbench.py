@@ -27,6 +27,18 @@ def test_the_published_split_is_laid_out_whole(lawbench):
     assert (lawbench.root / "data" / "private").stat().st_mode & 0o077 == 0
 
 
+def test_lawbench_mini_splits_and_a_stale_cached_spec_is_replaced():
+    task = resolve_task("lawbench-mini")
+    (task.root / "sia_task.json").write_text(json.dumps({"name": "lawbench-mini"}))  # as prepared before 2026-11-26
+    task = resolve_task("lawbench-mini")
+    splits = task.splits()
+    sizes = {name: len(rows) for name, rows in splits.items()}
+    assert sizes == {"feedback": 24, "selection": 72, "pool": 264, "test": 60}
+    for name in ("feedback", "selection"):
+        assert {c: sum(r["label"] == c for r in splits[name]) for c in task.classes} == dict.fromkeys(
+            task.classes, sizes[name] // 12)
+
+
 def score(task, labels: dict[str, str]) -> float:
     rows = task.splits()["test"]
     return sum(task.score_item(labels.get(r["id"]), r["label"]) for r in rows) / len(rows)

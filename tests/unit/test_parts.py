@@ -3,7 +3,9 @@ contract and the gateway (with a fake backend)."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import importlib.util
 import json
 import shutil
 import urllib.error
@@ -53,6 +55,25 @@ def test_scaffold_without_a_literal_gives_no_edits(code):
     assert available_edits(code, []) == []
     with pytest.raises((ValueError, SyntaxError)):
         apply_edit(code, LIBRARY[0])
+
+
+def test_centroid_shortlist_is_listed_best_first_in_the_prompt():
+    spec = importlib.util.spec_from_file_location("reference_agent_under_test", REFERENCE_AGENT)
+    agent = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agent)
+    train = [{"text": t, "label": c} for t, c in [("盗窃他人手机一部", "盗窃"), ("盗窃电动车", "盗窃"),
+                                                  ("故意伤害他人致轻伤", "故意伤害"), ("虚构事实诈骗钱财", "诈骗")]]
+    for row in train:
+        row["grams"] = agent.bigrams(row["text"])
+    classes = ["诈骗", "故意伤害", "盗窃"]
+    agent.SCAFFOLD["centroid_labels"] = 2
+    agent.CENTROIDS = agent.fit_centroids(train)
+    shortlist = agent.allowed_labels("窃取他人手机", train, classes)
+    assert len(shortlist) == 2 and shortlist[0] == "盗窃"
+    system = agent.build_messages("窃取他人手机", train, shortlist)[0]["content"]
+    assert "Allowed charges: " + "; ".join(shortlist) + "\n" in system
+    agent.SCAFFOLD["centroid_labels"] = 0  # without a shortlist (and list_labels off) no label is listed
+    assert "Allowed charges" not in agent.build_messages("窃取他人手机", train, classes)[0]["content"]
 
 
 def test_edits_keep_value_types():
@@ -172,6 +193,20 @@ def test_sft_rows_use_only_feedback_and_rollout_items(tmp_path):
     assert [(r["messages"][0]["content"], r["completion"]) for r in rows] == [
         ("FB-REWARDED", '{"label": "theft"}'), ("FB-WRONG", '{"label": "theft"}'), ("ROLLOUT-REWARDED", "theft")]
     assert stats == {"rewarded": 2, "gold_target": 1, "skipped": 1}
+
+
+def test_sft_rows_can_keep_only_the_incumbent_scaffolds_calls(tmp_path):
+    db = RunDB(tmp_path / "run.db")
+    old = {**item("r", "a", "feedback", "theft", 1.0), "scaffold_sha": "old"}
+    new = {**item("r", "b", "feedback", "theft", 0.0), "scaffold_sha": "new", "generation": 2}
+    db.save_items([old, new])
+    db.record_call(call("r", "a", "OLD-SCAFFOLD", '{"label": "theft"}'))
+    db.record_call(dataclasses.replace(call("r", "b", "NEW-SCAFFOLD", '{"label": "fraud"}'), generation=2))
+    every = [r["messages"][0]["content"] for r in sft_rows(db, "r")[0]]
+    only_new, stats = sft_rows(db, "r", scaffold_sha="new")
+    assert every == ["OLD-SCAFFOLD", "NEW-SCAFFOLD"]
+    assert [(r["messages"][0]["content"], r["completion"]) for r in only_new] == [("NEW-SCAFFOLD", '{"label": "theft"}')]
+    assert stats == {"rewarded": 0, "gold_target": 1, "skipped": 0}
 
 
 # --- tasks/base.py ----------------------------------------------------------------------------
