@@ -44,6 +44,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.engine import ChatRequest, Completion, Engine  # noqa: E402
+from gateway.model_store import PRECISIONS  # noqa: E402
 from gateway.server import CallScope, Gateway, MemoryRecorder, parse_chat_request  # noqa: E402
 
 CHARGES = ["theft", "fraud", "robbery", "assault", "bribery", "arson", "embezzlement", "drug trafficking"]
@@ -207,7 +208,7 @@ def main() -> int:
     parser.add_argument("--skip-sequential", action="store_true", help="leave out the 1-client run")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default: torch's own choice, one per core)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="dtype the model is served in, as GatewayConfig.precision (auto: bf16 where native)")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = parser.parse_args()

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from finetune.config import FinetuneConfig  # noqa: E402
 from finetune.trainer import SubprocessTrainer  # noqa: E402
+from gateway.model_store import PRECISIONS  # noqa: E402
 
 BACKENDS = ("unsloth", "trl")
 TOPICS = ["rivers", "glaciers", "volcanoes", "deserts", "forests", "coral reefs", "tundra", "wetlands"]
@@ -73,8 +74,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = parser.parse_args()
     precisions = args.precisions.split(",")
-    if bad := [p for p in precisions if p not in ("auto", "fp32", "bf16")]:
-        parser.error(f"--precisions: unknown {bad}; use auto, fp32, bf16")
+    if bad := [p for p in precisions if p not in PRECISIONS]:
+        parser.error(f"--precisions: unknown {bad}; use {', '.join(PRECISIONS)}")
     if args.base is None:
         from gateway.model_store import safetensors_dir
 

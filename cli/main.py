@@ -24,6 +24,7 @@ from rich.markup import escape
 
 from cli.render import LiveView, ServeLog, console, err_console, generations_table, report, runs_table
 from checkpoints.paths import RunPaths, write_json_atomic
+from gateway.model_store import PRECISIONS
 from graph.state import Policy
 
 PID_FILE = "sia.pid"  # present while a `sia run`/`sia resume` process drives the run
@@ -334,7 +335,7 @@ def build_parser() -> Parser:
                        description="Serve the embedded model on 127.0.0.1 with a per-session API key, until Ctrl-C.")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--adapter", metavar="DIR", help="a trained LoRA adapter folder to merge in")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="dtype the model is served in (auto: bf16 where the hardware has bf16 matmuls)")
     p.set_defaults(func=cmd_serve)
 

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.model_store import Precision
+
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -56,7 +58,7 @@ class FinetuneConfig(BaseModel):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, about 30% slower; off suits CPU."
     )
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Precision = Field(
         "auto",
         description="'bf16' trains under bfloat16 autocast (LoRA weights and optimizer stay float32): about "
         "2x faster on CPUs with AVX512-BF16 or AMX. 'auto' picks bf16 where the hardware has it, else 'fp32'.",

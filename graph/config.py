@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from finetune.config import FinetuneConfig
-from gateway.model_store import EMBEDDED_MODEL_NAME
+from gateway.model_store import EMBEDDED_MODEL_NAME, Precision
 from nodes.keep_best import KeepBestConfig
 from sandbox.limits import SandboxLimits
 
@@ -54,7 +54,7 @@ class GatewayConfig(BaseModel):
 
     max_batch: int = Field(16, ge=1, description="Most requests decoded together in one batch.")
     batch_window_ms: float = Field(15, ge=0, description="How long the batcher waits for more requests to join a batch.")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Precision = Field(
         "auto", description="Dtype the embedded model is served in; 'auto' is bf16 where the hardware has bf16 "
                             "matmuls (about 2x faster generation on AVX512-BF16/AMX CPUs), else fp32.")
 

@@ -4,7 +4,6 @@ tasks prepared or imported there earlier, and task lookup."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from gateway.model_store import cache_dir
@@ -55,11 +54,14 @@ def resolve_task(name_or_dir: str) -> Task:
     if name_or_dir not in BUILTIN:
         raise TaskError(f"unknown task '{name_or_dir}': not a directory, and built-in tasks are {sorted(BUILTIN)}")
     dest = prepare_task(name_or_dir)
-    spec = PACKAGED_SPECS.get(name_or_dir)
-    if spec is not None and json.loads((dest / "sia_task.json").read_text()) != spec:
-        (dest / "sia_task.json").write_text(json.dumps(spec, indent=1))
+    if name_or_dir in PACKAGED_SPECS:
+        refresh(dest / "sia_task.json", json.dumps(PACKAGED_SPECS[name_or_dir], indent=1).encode())
     task = load_folder(dest)
-    packaged = REFERENCE_AGENTS[name_or_dir]
-    if task.reference_agent.read_bytes() != packaged.read_bytes():
-        shutil.copy(packaged, task.reference_agent)
+    refresh(task.reference_agent, REFERENCE_AGENTS[name_or_dir].read_bytes())
     return task
+
+
+def refresh(path: Path, packaged: bytes) -> None:
+    """Re-write a built-in task's packaged file when the cached copy differs, so an upgrade takes effect."""
+    if path.read_bytes() != packaged:
+        path.write_bytes(packaged)
