@@ -35,10 +35,19 @@ from nodes.services import Services  # noqa: E402
 from tasks.registry import resolve_task  # noqa: E402
 
 
+def wins_losses(candidate: list[dict], base: list[dict]) -> dict:
+    """Shares of items only the candidate gets right (wins) and only the base gets right (losses):
+    the inputs `examples/selection_power.py` needs to size a selection split."""
+    base_score = {i["item_id"]: i["score"] for i in base}
+    diffs = [i["score"] - base_score[i["item_id"]] for i in candidate]
+    return {"wins": sum(d > 0 for d in diffs) / len(diffs), "losses": sum(d < 0 for d in diffs) / len(diffs)}
+
+
 def probe(svc, task, edits: list[str], variants: list[dict], dev_items: int) -> tuple[list[dict], dict]:
     """Dev accuracy of the base model and of one adapter per variant on `task`'s reference agent
     with `edits` applied: (results, dataset stats). Results are {"model", "steps", "train_loss",
-    "train_s", "dev"}; the base row has model "base" and no training fields."""
+    "train_s", "dev", "wins", "losses"} (wins and losses against the base, per item); the base
+    row has model "base" and only "dev"."""
     by_id = {e.id: e for e in LIBRARY}
     if unknown := [e for e in edits if e not in by_id]:
         raise ValueError(f"unknown edits {unknown}; the library has {sorted(by_id)}")
@@ -57,7 +66,8 @@ def probe(svc, task, edits: list[str], variants: list[dict], dev_items: int) -> 
     evaluate(svc, task, base, ["feedback"])
     evaluate(svc, task, base, ["rollout"], purpose="rollout")
     rows, stats = sft_rows(svc.db, svc.paths.run_id, base.scaffold_sha)
-    results = [{"model": "base", "dev": evaluate(svc, task, base, ["dev"], rows_override=dev)["dev"].score}]
+    base_dev = evaluate(svc, task, base, ["dev"], rows_override=dev)["dev"]
+    results = [{"model": "base", "dev": base_dev.score}]
     for i, variant in enumerate(variants):
         out = svc.paths.root / "adapters" / f"probe_{i}"
         out.mkdir(parents=True, exist_ok=True)
@@ -65,9 +75,9 @@ def probe(svc, task, edits: list[str], variants: list[dict], dev_items: int) -> 
         settings = FinetuneConfig(**(svc.config.finetune.model_dump() | variant))
         summary = svc.trainer.train(out / "dataset.jsonl", svc.base_model(), out, settings)
         adapter = base.model_copy(update={"adapter": str(out.relative_to(svc.paths.root))})
+        scored = evaluate(svc, task, adapter, ["dev"], rows_override=dev)["dev"]
         results.append({"model": json.dumps(variant), "steps": summary.get("steps"), "train_loss": summary.get("train_loss"),
-                        "train_s": summary.get("wall_s"),
-                        "dev": evaluate(svc, task, adapter, ["dev"], rows_override=dev)["dev"].score})
+                        "train_s": summary.get("wall_s"), "dev": scored.score, **wins_losses(scored.items, base_dev.items)})
     return results, stats
 
 
@@ -86,12 +96,13 @@ def main() -> None:
     results, stats = probe(svc, task, list(filter(None, args.edits.split(","))),
                            [json.loads(v) for v in args.variant], args.dev)
     table = Table(title=f"{task.name}: dev = {args.dev} held-out pool items; training rows {stats}")
-    for column in ("model", "steps", "final loss", "train s", "dev accuracy"):
+    for column in ("model", "steps", "final loss", "train s", "dev accuracy", "wins / losses vs base"):
         table.add_column(column)
     for r in results:
         fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
         table.add_row(r["model"], fmt(r.get("steps"), "d"), fmt(r.get("train_loss"), ".3f"),
-                      fmt(r.get("train_s"), ".0f"), f"{r['dev']:.3f}")
+                      fmt(r.get("train_s"), ".0f"), f"{r['dev']:.3f}",
+                      f"{r['wins']:.3f} / {r['losses']:.3f}" if "wins" in r else "")
     Console().print(table)
 
 

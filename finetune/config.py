@@ -61,7 +61,8 @@ class FinetuneConfig(BaseModel):
     precision: Precision = Field(
         "auto",
         description="'bf16' trains under bfloat16 autocast (LoRA weights and optimizer stay float32): about "
-        "2x faster on CPUs with AVX512-BF16 or AMX. 'auto' picks bf16 where the hardware has it, else 'fp32'.",
+        "2x faster on a CPU with AMX, slower on one without. 'auto' picks bf16 where it is measured clearly "
+        "faster (gateway.model_store.native_bf16), else 'fp32'.",
     )
     backend: Literal["unsloth", "trl"] = Field(
         "unsloth",

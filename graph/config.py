@@ -55,8 +55,8 @@ class GatewayConfig(BaseModel):
     max_batch: int = Field(16, ge=1, description="Most requests decoded together in one batch.")
     batch_window_ms: float = Field(15, ge=0, description="How long the batcher waits for more requests to join a batch.")
     precision: Precision = Field(
-        "auto", description="Dtype the embedded model is served in; 'auto' is bf16 where the hardware has bf16 "
-                            "matmuls (about 2x faster generation on AVX512-BF16/AMX CPUs), else fp32.")
+        "auto", description="Dtype the embedded model is served in; 'auto' is bf16 where it is measured clearly "
+                            "faster (a GPU, or e.g. a CPU with AMX: about 2x faster generation), else fp32.")
 
 
 class RunConfig(BaseModel):

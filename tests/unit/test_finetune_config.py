@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -25,6 +27,35 @@ def test_precision_auto_follows_the_hardware(monkeypatch, precision, native, exp
 
     monkeypatch.setattr(model_store, "native_bf16", lambda: native)
     assert model_store.use_bf16(precision) is expected
+
+
+CPUINFO = "model name\t: Test CPU\nflags\t\t: fpu avx512f {extra}\n"
+
+
+@pytest.mark.parametrize("extra, fp32_s, bf16_s, expected, timed", [
+    ("avx512_bf16", 0.010, 0.004, True, True),    # AMX-like: bf16 2.5x faster
+    ("avx512_bf16", 0.010, 0.020, False, True),   # AVX512-BF16 without AMX: bf16 slower (measured here)
+    ("avx512_bf16", 0.010, 0.009, False, True),   # faster, but not by enough to pay for the rounding
+    ("", 0.010, 0.001, False, False),             # no bf16 instructions: emulated, never timed
+])
+def test_auto_precision_times_bf16_against_fp32_once_per_cpu(monkeypatch, tmp_path, extra, fp32_s, bf16_s, expected, timed):
+    import torch
+
+    from gateway import model_store
+
+    monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(model_store, "_cpuinfo", lambda: CPUINFO.format(extra=extra))
+    timings = []
+    monkeypatch.setattr(model_store, "_matmul_seconds",
+                        lambda dtype: timings.append(dtype) or (bf16_s if dtype == torch.bfloat16 else fp32_s))
+    check = model_store.native_bf16.__wrapped__  # the uncached function: each call re-reads the record
+    assert check() is expected
+    assert check() is expected
+    assert timings == ([torch.float32, torch.bfloat16] if timed else [])  # the second answer came from the record
+    if timed:
+        (entry,) = json.loads((tmp_path / "bf16_check.json").read_text()).values()
+        assert entry["bf16_faster"] is expected and entry["fp32_s"] == fp32_s
 
 
 def test_every_field_is_documented():

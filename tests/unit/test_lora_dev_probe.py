@@ -37,6 +37,7 @@ def test_probe_scores_adapters_on_held_out_pool_items(tmp_path, svc):
     # The fake base answers the first allowed label zero-shot; the fake adapter reads the keyword.
     assert [r["model"] for r in results] == ["base", json.dumps({"learning_rate": 1e-3})]
     assert results[1]["dev"] == 1.0 > results[0]["dev"]
+    assert results[1]["losses"] == 0 and results[1]["wins"] == pytest.approx(1.0 - results[0]["dev"])
     (call,) = svc.trainer.calls
     rows = call["dataset"].read_text().splitlines()
     assert len(rows) == stats["rewarded"] + stats["gold_target"] == 3 + 6  # feedback + rollout items
