@@ -147,8 +147,9 @@ def native_bf16() -> bool:
     flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "").split()
     if "avx512_bf16" not in flags and "amx_bf16" not in flags:
         return False
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
-    key = f"{model} | {hashlib.sha256(' '.join(sorted(flags)).encode()).hexdigest()[:12]} | torch {torch.__version__}"
+    naming = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags")
+    cpu = [line for line in cpuinfo.split("\n\n", 1)[0].splitlines() if line.split(":")[0].strip() in naming]
+    key = f"cpu {hashlib.sha256(chr(10).join(cpu).encode()).hexdigest()[:12]} | torch {torch.__version__}"
     record = cache_dir() / "bf16_check.json"
     try:
         known = json.loads(record.read_text())

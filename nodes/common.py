@@ -50,14 +50,15 @@ def elapsed(svc, state) -> float:
     return round(svc.clock() - (state.lever_started or svc.clock()), 1)
 
 
-def lever_failed(svc, state, lever: str, adapter: str | None, note: str, error: str,
+def lever_failed(svc, state, lever: str, adapter: str | None, note: str, error: str | None,
                  selection: float | None = None) -> dict:
-    """The update for a lever that produced no candidate: the task node records `pending_result`."""
+    """The update for a lever that produced no candidate: the task node records `pending_result`.
+    `error` goes to the run's errors; None for an outcome that is no fault (a rejected adapter)."""
     gen = state.generation + 1
     result = GenerationResult(generation=gen, lever=lever, adapter=adapter, feedback=None, selection=selection,
                               test=None, accepted=False, wall_s=elapsed(svc, state), note=note[:300])
     return {"generation": gen, "candidate": None, "pending_result": result,
-            "errors": state.errors + [f"gen {gen} {error}"]}
+            "errors": state.errors + ([f"gen {gen} {error}"] if error else [])}
 
 
 def failures_text(items: list[dict], limit: int = 12) -> str:

@@ -20,8 +20,8 @@ from nodes.evaluation import evaluate
 from nodes.task import judge
 
 
-def _failed(state: FinetuneState, svc, note: str, selection: float | None = None) -> dict:
-    return lever_failed(svc, state, "weights", state.adapter_dir, note, f"finetune: {note}", selection)
+def _failed(state: FinetuneState, svc, note: str, selection: float | None = None, error: bool = True) -> dict:
+    return lever_failed(svc, state, "weights", state.adapter_dir, note, f"finetune: {note}" if error else None, selection)
 
 
 def build_dataset(state: FinetuneState, runtime) -> dict:
@@ -82,5 +82,5 @@ def promote_adapter(state: FinetuneState, runtime) -> dict:
     if not promoted:
         return _failed(state, svc, f"adapter not promoted: selection {state.adapter_selection:.3f}, "
                                    f"incumbent {state.incumbent_selection:.3f}: {verdict.reason}",
-                       selection=state.adapter_selection)
+                       selection=state.adapter_selection, error=False)
     return {"generation": state.generation + 1}

@@ -203,6 +203,7 @@ def test_weights_adapter_not_promoted(tmp_path, task_dir):
     gen2 = out["history"][1]
     assert (gen2.lever, gen2.accepted, gen2.selection, gen2.test) == ("weights", False, pytest.approx(1 / 3), None)
     assert gen2.note.startswith("adapter not promoted")
+    assert out["errors"] == []  # a rejected adapter is an outcome, not a fault
     assert out["incumbent"].generation == 1 and out["incumbent"].adapter is None
     with sqlite3.connect(svc.paths.run_db) as db:
         assert db.execute("select promoted from adapters").fetchall() == [(0,)]
