@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from nodes.evaluation import evaluate
 from tasks.base import Task
 from tests.fakes import fake_model_cache, fake_services, make_tiny_task, shutdown
 
@@ -32,7 +33,20 @@ def svc(tmp_path, monkeypatch):
 
 def test_probe_scores_adapters_on_held_out_pool_items(tmp_path, svc):
     task = Task.load(make_tiny_task(tmp_path / "tiny"))
-    results, stats = load_example().probe(svc, task, [], [{"learning_rate": 1e-3}], dev_items=4)
+    example, reported, dev_runs = load_example(), [], []
+
+    def evaluate_spy(svc, task, candidate, splits, **kwargs):
+        if "dev" in splits:
+            dev_runs.append((candidate.adapter, len(kwargs["rows_override"]["dev"])))
+        return evaluate(svc, task, candidate, splits, **kwargs)
+
+    example.evaluate = evaluate_spy
+    results, stats = example.probe(svc, task, [], [{"learning_rate": 1e-3}], dev_items=4, dev_chunk=3,
+                                   report=reported.append)
+    assert reported == results
+    # Dev is scored 3 items per agent run, so each run's view keeps the other dev items as
+    # training data, as the selection split's views keep the whole pool.
+    assert dev_runs == [(None, 3), (None, 1), ("adapters/probe_0", 3), ("adapters/probe_0", 1)]
 
     # The fake base answers the first allowed label zero-shot; the fake adapter reads the keyword.
     assert [r["model"] for r in results] == ["base", json.dumps({"learning_rate": 1e-3})]
