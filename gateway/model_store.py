@@ -159,8 +159,11 @@ def native_bf16() -> bool:
         fp32, bf16 = _matmul_seconds(torch.float32), _matmul_seconds(torch.bfloat16)
         known[key] = {"fp32_s": fp32, "bf16_s": bf16, "bf16_faster": fp32 / bf16 >= BF16_MIN_SPEEDUP}
         tmp = record.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        tmp.replace(record)
+        try:
+            tmp.write_text(json.dumps(known, indent=1))
+            tmp.replace(record)
+        except OSError:  # a read-only cache only costs a new timing next time
+            tmp.unlink(missing_ok=True)
     return bool(known[key]["bf16_faster"])
 
 

@@ -58,6 +58,19 @@ def test_auto_precision_times_bf16_against_fp32_once_per_cpu(monkeypatch, tmp_pa
         assert entry["bf16_faster"] is expected and entry["fp32_s"] == fp32_s
 
 
+def test_auto_precision_still_answers_when_its_record_cannot_be_written(monkeypatch, tmp_path):
+    import torch
+
+    from gateway import model_store
+
+    monkeypatch.setattr(model_store, "cache_dir", lambda: tmp_path / "missing")  # every write fails
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(model_store, "_cpuinfo", lambda: CPUINFO.format(extra="amx_bf16"))
+    monkeypatch.setattr(model_store, "_matmul_seconds", lambda dtype: 0.002 if dtype == torch.bfloat16 else 0.01)
+    assert model_store.native_bf16.__wrapped__() is True
+    assert not (tmp_path / "missing").exists()
+
+
 def test_every_field_is_documented():
     for name, field in FinetuneConfig.model_fields.items():
         assert field.description, name
