@@ -11,8 +11,8 @@ never feedback, selection, test or rollout items. Dev is scored `--dev-chunk` it
 an agent's view of the training data is the pool minus the items it predicts, so scoring 150
 dev items at once would leave a scaffold's retrieval and classifier 150 fewer training cases
 than they have on the selection split (for lawbench-mini's centroid shortlist: its first label
-is right for 85% of dev items scored at once, 93% in chunks of 15). Use it to choose fine-tuning settings without
-looking at the selection split (which alone decides promotion in a run). Output goes to
+is right for 85% of dev items scored at once, 93% in chunks of 15). Use it to choose fine-tuning
+settings without looking at the selection split (which alone decides promotion in a run). Output goes to
 runs/RUN (default: a new `probe-<time>`); a second call with the same --run-id and --edits
 reuses the recorded rollouts (rows come only from the probed scaffold's calls).
 """
