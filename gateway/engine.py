@@ -3,6 +3,10 @@
 One `Engine` owns one loaded model. `generate` takes a batch of chat requests that share
 sampling settings and returns one completion each; rows with a `response_format` JSON schema
 are decoded under an xgrammar grammar, so the output always parses and obeys the schema.
+A constrained row stops being decoded as soon as the grammar allows only one way to finish it
+(an enum value settled by its first distinct token, then `"}`): that rest is appended as text,
+the same text token-by-token decoding would have produced, without a forward pass per token
+(its usage counts that rest as tokenized on its own, which can differ by a token).
 """
 
 from __future__ import annotations
@@ -19,38 +23,85 @@ from gateway.protocol import ChatRequest, Completion
 
 class _GrammarMask(transformers.LogitsProcessor):
     """Applies one xgrammar matcher per constrained row; unconstrained rows pass through.
-    A row whose grammar has terminated may only emit EOS."""
+    A row whose grammar has terminated may only emit EOS. With `finish_forced`, a row whose
+    only possible rest is fixed is marked finished (`tails[i]` = that rest) for `_Finished`."""
 
-    def __init__(self, grammars: list, vocab_size: int, eos_id: int):
+    def __init__(self, grammars: list, vocab_size: int, eos_id: int, tokenizer, max_tokens: list[int],
+                 finish_forced: bool):
         import xgrammar as xgr
 
         self.xgr = xgr
         self.matchers = [xgr.GrammarMatcher(g) if g is not None else None for g in grammars]
         self.bitmask = xgr.allocate_token_bitmask(len(grammars), vocab_size)
-        self.eos_id = eos_id
-        self.started = False
+        self.eos_id, self.tokenizer, self.max_tokens, self.finish_forced = eos_id, tokenizer, max_tokens, finish_forced
+        self.seen: int | None = None  # input length the matchers have consumed up to
+        self.prompt_len: int | None = None
+        self.tails: list[str | None] = [None] * len(grammars)
+        self.finished_at: list[int | None] = [None] * len(grammars)
+
+    def advance(self, input_ids: torch.LongTensor) -> None:
+        """Feed every live matcher the token generated since the last call."""
+        length = input_ids.shape[1]
+        if self.seen is None:
+            self.seen = self.prompt_len = length
+            return
+        if length == self.seen:
+            return
+        self.seen = length
+        for i, matcher in enumerate(self.matchers):
+            if matcher is None or matcher.is_terminated() or self.tails[i] is not None:
+                continue
+            matcher.accept_token(int(input_ids[i, -1]))
+            if self.finish_forced:
+                self._finish_if_forced(i, input_ids[i, self.prompt_len:])
+
+    def _finish_if_forced(self, i: int, generated: torch.LongTensor) -> None:
+        matcher = self.matchers[i]
+        if matcher.is_terminated():
+            return
+        if "\ufffd" in self.tokenizer.decode(generated.tolist()):
+            return  # inside a multi-byte character: the rest would not start at a character boundary
+        try:
+            rest = matcher.find_jump_forward_string()
+        except UnicodeDecodeError:
+            return  # the forced bytes end inside a character, before a branch: not finished yet
+        probe = matcher.fork()
+        if not (probe.accept_string(rest) and probe.is_completed() and probe.find_jump_forward_string() == ""):
+            return
+        if len(generated) + len(self.tokenizer.encode(rest, add_special_tokens=False)) <= self.max_tokens[i]:
+            self.tails[i], self.finished_at[i] = rest, len(generated)  # else decoding runs out, as it would have
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.advance(input_ids)
         for i, matcher in enumerate(self.matchers):
-            if matcher is None:
+            if matcher is None or self.tails[i] is not None:
                 continue
-            if self.started and not matcher.is_terminated():
-                matcher.accept_token(int(input_ids[i, -1]))
             if matcher.is_terminated():
                 scores[i, :] = float("-inf")
                 scores[i, self.eos_id] = 0.0
                 continue
             matcher.fill_next_token_bitmask(self.bitmask, i)
             self.xgr.apply_token_bitmask_inplace(scores[i : i + 1], self.bitmask[i : i + 1])
-        self.started = True
         return scores
+
+
+class _Finished(transformers.StoppingCriteria):
+    """Stops the rows `_GrammarMask` has marked finished (their rest is fixed text)."""
+
+    def __init__(self, mask: _GrammarMask):
+        self.mask = mask
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        self.mask.advance(input_ids)
+        return torch.tensor([tail is not None for tail in self.mask.tails], device=input_ids.device)
 
 
 class Engine:
     """A loaded model plus its tokenizer; thread-safe (one generate at a time)."""
 
-    def __init__(self, model, tokenizer, name: str):
+    def __init__(self, model, tokenizer, name: str, finish_forced: bool = True):
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.finish_forced = finish_forced  # False decodes every forced token (for comparisons)
         self.lock = threading.Lock()
         self._compiler = None
         self._grammars: dict[str, object] = {}
@@ -85,10 +136,13 @@ class Engine:
         prompts = [self.render(r.messages) for r in batch]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         grammars = [self._grammar(r.json_schema) if r.json_schema else None for r in batch]
-        processors = []
+        processors, stopping, mask = [], [], None
         eos_id = self.tokenizer.eos_token_id
         if any(g is not None for g in grammars):
-            processors.append(_GrammarMask(grammars, self.model.config.vocab_size, eos_id))
+            mask = _GrammarMask(grammars, self.model.config.vocab_size, eos_id, self.tokenizer,
+                                [r.max_tokens for r in batch], self.finish_forced)
+            processors.append(mask)
+            stopping.append(_Finished(mask))
         if first.seed is not None:
             torch.manual_seed(first.seed)
         sample = first.temperature > 0
@@ -101,6 +155,7 @@ class Engine:
                 top_p=first.top_p if sample else None,
                 top_k=None,
                 logits_processor=transformers.LogitsProcessorList(processors),
+                stopping_criteria=transformers.StoppingCriteriaList(stopping),
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=eos_id,
             )
@@ -108,11 +163,16 @@ class Engine:
         width = enc["input_ids"].shape[1]
         for i, req in enumerate(batch):
             new = out[i, width:].tolist()
-            if eos_id in new:
+            tail = mask.tails[i] if mask else None
+            if tail is not None:
+                new, reason = new[: mask.finished_at[i]], "stop"
+            elif eos_id in new:
                 new, reason = new[: new.index(eos_id)], "stop"
             else:
                 reason = "length"
-            new = new[: req.max_tokens]
-            text = self.tokenizer.decode(new, skip_special_tokens=True)
-            completions.append(Completion(text, int(enc["attention_mask"][i].sum()), len(new), reason))
+            if len(new) > req.max_tokens:  # the batch decodes to its longest max_tokens; this row allows fewer
+                new, reason = new[: req.max_tokens], "length"
+            text = self.tokenizer.decode(new, skip_special_tokens=True) + (tail or "")
+            used = len(new) + (len(self.tokenizer.encode(tail, add_special_tokens=False)) if tail else 0)
+            completions.append(Completion(text, int(enc["attention_mask"][i].sum()), used, reason))
         return completions
