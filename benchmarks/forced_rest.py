@@ -1,0 +1,86 @@
+"""Finishing forced rests: the gateway engine on demo-like constrained prompts, decoding every
+token of the answer against stopping once the grammar fixes the rest (`Engine.finish_forced`).
+
+    .venv/bin/python benchmarks/forced_rest.py [--items 48] [--batch 8] [--rounds 2]
+
+The prompts are the demo's generation-2 scaffold on lawbench-mini's first `--items` feedback,
+selection and training cases (the reference agent with retrieved-shots-2 and centroid-labels-2:
+two retrieved examples and a two-label ranked shortlist in a JSON-schema enum), served in
+batches of `--batch` in float32. Both ways run in the same process, alternating, and must give
+the same texts; the figure is the time ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def demo_requests(n_items: int) -> list:
+    from gateway.protocol import ChatRequest
+    from tasks.registry import resolve_task
+
+    spec = importlib.util.spec_from_file_location("reference_agent", ROOT / "tasks/lawbench_mini/reference_agent.py")
+    agent = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agent)
+    agent.SCAFFOLD.update(retrieved_shots=2, centroid_labels=2)
+    splits = resolve_task("lawbench-mini").splits()
+    pool, cases = splits["pool"], (splits["feedback"] + splits["selection"] + splits["pool"])[:n_items]
+    classes = sorted({r["label"] for r in pool})
+    train = [{"id": r["id"], "text": r["text"], "label": r["label"], "grams": agent.bigrams(r["text"][:100])} for r in pool]
+    agent.CENTROIDS = agent.fit_centroids(train)
+    out = []
+    for case in cases:
+        view = [r for r in train if r["id"] != case["id"]]
+        labels = agent.allowed_labels(case["text"], view, classes)
+        schema = {"type": "object", "properties": {"label": {"type": "string", "enum": labels}},
+                  "required": ["label"], "additionalProperties": False}
+        out.append(ChatRequest(messages=agent.build_messages(case["text"], view, labels), max_tokens=48, json_schema=schema))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=48)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating timed runs of each way")
+    opts = parser.parse_args()
+    from gateway.engine import Engine
+
+    engine = Engine.load("smollm2", precision="fp32")
+    requests = demo_requests(opts.items)
+    seconds, texts, tokens = {False: [], True: []}, {}, {}
+    engine.generate(requests[: opts.batch])  # warm-up
+    for _ in range(opts.rounds):
+        for finish in (False, True):
+            engine.finish_forced = finish
+            start, out = time.perf_counter(), []
+            for k in range(0, len(requests), opts.batch):
+                out += engine.generate(requests[k:k + opts.batch])
+            seconds[finish].append(time.perf_counter() - start)
+            texts[finish], tokens[finish] = [c.text for c in out], sum(c.completion_tokens for c in out)
+    same = sum(a == b for a, b in zip(texts[False], texts[True]))
+    table = Table(title=f"{len(requests)} demo prompts, batches of {opts.batch}, float32, {opts.rounds} round(s)")
+    for column in ("decoding", "median s", "items/s", "completion tokens"):
+        table.add_column(column, justify="right")
+    for finish, name in ((False, "every token"), (True, "stop at forced rest")):
+        median = statistics.median(seconds[finish])
+        table.add_row(name, f"{median:.2f}", f"{len(requests) / median:.2f}", str(tokens[finish]))
+    console = Console()
+    console.print(table)
+    ratio = statistics.median(seconds[False]) / statistics.median(seconds[True])
+    console.print(f"identical texts: {same} of {len(requests)}; every token / stop at forced rest: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
