@@ -35,6 +35,7 @@ from graph.state import Candidate  # noqa: E402
 from nodes.common import sha  # noqa: E402
 from nodes.edits import LIBRARY, apply_edit  # noqa: E402
 from nodes.evaluation import evaluate  # noqa: E402
+from nodes.keep_best import item_scores  # noqa: E402
 from nodes.services import Services  # noqa: E402
 from tasks.registry import resolve_task  # noqa: E402
 
@@ -42,8 +43,8 @@ from tasks.registry import resolve_task  # noqa: E402
 def wins_losses(candidate: list[dict], base: list[dict]) -> dict:
     """Shares of items only the candidate gets right (wins) and only the base gets right (losses):
     the inputs `examples/selection_power.py` needs to size a selection split."""
-    base_score = {i["item_id"]: i["score"] for i in base}
-    diffs = [i["score"] - base_score[i["item_id"]] for i in candidate]
+    base_score = item_scores(base)
+    diffs = [score - base_score[item] for item, score in item_scores(candidate).items()]
     return {"wins": sum(d > 0 for d in diffs) / len(diffs), "losses": sum(d < 0 for d in diffs) / len(diffs)}
 
 

@@ -38,6 +38,7 @@ class _GrammarMask(transformers.LogitsProcessor):
         self.prompt_len: int | None = None
         self.tails: list[str | None] = [None] * len(grammars)
         self.finished_at: list[int | None] = [None] * len(grammars)
+        self.tail_tokens: list[int] = [0] * len(grammars)  # the rest as tokenized on its own (usage)
 
     def advance(self, input_ids: torch.LongTensor) -> None:
         """Feed every live matcher the token generated since the last call."""
@@ -68,8 +69,9 @@ class _GrammarMask(transformers.LogitsProcessor):
         probe = matcher.fork()
         if not (probe.accept_string(rest) and probe.is_completed() and probe.find_jump_forward_string() == ""):
             return
-        if len(generated) + len(self.tokenizer.encode(rest, add_special_tokens=False)) <= self.max_tokens[i]:
-            self.tails[i], self.finished_at[i] = rest, len(generated)  # else decoding runs out, as it would have
+        rest_tokens = len(self.tokenizer.encode(rest, add_special_tokens=False))
+        if len(generated) + rest_tokens <= self.max_tokens[i]:  # else decoding runs out, as it would have
+            self.tails[i], self.finished_at[i], self.tail_tokens[i] = rest, len(generated), rest_tokens
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self.advance(input_ids)
@@ -173,6 +175,6 @@ class Engine:
             if len(new) > req.max_tokens:  # the batch decodes to its longest max_tokens; this row allows fewer
                 new, reason = new[: req.max_tokens], "length"
             text = self.tokenizer.decode(new, skip_special_tokens=True) + (tail or "")
-            used = len(new) + (len(self.tokenizer.encode(tail, add_special_tokens=False)) if tail else 0)
+            used = len(new) + (mask.tail_tokens[i] if tail is not None else 0)
             completions.append(Completion(text, int(enc["attention_mask"][i].sum()), used, reason))
         return completions
