@@ -3,10 +3,13 @@ with its item's reward. Rewarded completions are kept as they are (rejection-sam
 unrewarded ones get the gold answer written in the format the call asked for (gold-target
 SFT). Only feedback-split and training-pool items are used: selection and test never.
 Given a scaffold's hash, only the calls that scaffold made are used: the adapter will be
-served under that scaffold, so its prompts are the ones worth learning."""
+served under that scaffold, so its prompts are the ones worth learning. Rows come sorted by a
+hash of their content, not in record order: concurrent calls are recorded in whatever order
+their threads finish, and the trainer's seeded shuffle only repeats on the same input order."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 TRAINABLE_SPLITS = ("feedback", "rollout")
@@ -26,9 +29,9 @@ def gold_completion(response_format: dict | None, gold: str) -> str | None:
 
 
 def sft_rows(db, run_id: str, scaffold_sha: str | None = None) -> tuple[list[dict], dict]:
-    """(rows, stats): {"messages", "completion"} rows, deduplicated, in record order; with
+    """(rows, stats): {"messages", "completion"} rows, deduplicated, in content-hash order; with
     `scaffold_sha`, only from calls made by that scaffold."""
-    rows, seen = [], set()
+    keyed, seen = [], set()
     stats = {"rewarded": 0, "gold_target": 0, "skipped": 0}
     sql = """select c.messages, c.response_format, c.completion, r.score, r.gold
              from model_calls c join item_results r
@@ -52,5 +55,6 @@ def sft_rows(db, run_id: str, scaffold_sha: str | None = None) -> tuple[list[dic
             continue
         seen.add(key)
         stats[kind] += 1
-        rows.append({"messages": json.loads(rec["messages"]), "completion": completion})
-    return rows, stats
+        digest = hashlib.sha256(json.dumps(key, ensure_ascii=False).encode()).hexdigest()
+        keyed.append((digest, {"messages": json.loads(rec["messages"]), "completion": completion}))
+    return [row for _, row in sorted(keyed, key=lambda pair: pair[0])], stats

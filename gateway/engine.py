@@ -3,10 +3,12 @@
 One `Engine` owns one loaded model. `generate` takes a batch of chat requests that share
 sampling settings and returns one completion each; rows with a `response_format` JSON schema
 are decoded under an xgrammar grammar, so the output always parses and obeys the schema.
-A constrained row stops being decoded as soon as the grammar allows only one way to finish it
-(an enum value settled by its first distinct token, then `"}`): that rest is appended as text,
-the same text token-by-token decoding would have produced, without a forward pass per token
-(its usage counts that rest as tokenized on its own, which can differ by a token).
+Greedy batches go through `gateway.greedy.GreedyDecoder`, which checks each row's forced text
+(the grammar's fixed characters ahead) in one forward pass instead of one pass per token;
+sampled batches go through `model.generate`. Either way a constrained row stops being decoded
+as soon as the grammar allows only one way to finish it: that rest is appended as text, the
+same text token-by-token decoding would have produced (its usage counts that rest as tokenized
+on its own, which can differ by a token).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from gateway.greedy import GreedyDecoder, forced_rest
 from gateway.protocol import ChatRequest, Completion
 
 
@@ -57,17 +60,8 @@ class _GrammarMask(transformers.LogitsProcessor):
                 self._finish_if_forced(i, input_ids[i, self.prompt_len:])
 
     def _finish_if_forced(self, i: int, generated: torch.LongTensor) -> None:
-        matcher = self.matchers[i]
-        if matcher.is_terminated():
-            return
-        if "\ufffd" in self.tokenizer.decode(generated.tolist()):
-            return  # inside a multi-byte character: the rest would not start at a character boundary
-        try:
-            rest = matcher.find_jump_forward_string()
-        except UnicodeDecodeError:
-            return  # the forced bytes end inside a character, before a branch: not finished yet
-        probe = matcher.fork()
-        if not (probe.accept_string(rest) and probe.is_completed() and probe.find_jump_forward_string() == ""):
+        rest = forced_rest(self.matchers[i], generated.tolist(), self.tokenizer)
+        if rest is None:
             return
         rest_tokens = len(self.tokenizer.encode(rest, add_special_tokens=False))
         if len(generated) + rest_tokens <= self.max_tokens[i]:  # else decoding runs out, as it would have
@@ -101,9 +95,16 @@ class _Finished(transformers.StoppingCriteria):
 class Engine:
     """A loaded model plus its tokenizer; thread-safe (one generate at a time)."""
 
-    def __init__(self, model, tokenizer, name: str, finish_forced: bool = True):
+    DECODING = ("jump-forward", "stop-at-rest", "every-token")
+
+    def __init__(self, model, tokenizer, name: str, decoding: str = "jump-forward"):
         self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.finish_forced = finish_forced  # False decodes every forced token (for comparisons)
+        # Greedy batches: "jump-forward" (GreedyDecoder), or model.generate stopping at a forced rest
+        # ("stop-at-rest", what sampled batches always use) or decoding every token ("every-token");
+        # the latter two are kept for comparisons.
+        if decoding not in self.DECODING:
+            raise ValueError(f"decoding must be one of {self.DECODING}, got {decoding!r}")
+        self.decoding = decoding
         self.lock = threading.Lock()
         self._compiler = None
         self._grammars: dict[str, object] = {}
@@ -138,11 +139,41 @@ class Engine:
         prompts = [self.render(r.messages) for r in batch]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         grammars = [self._grammar(r.json_schema) if r.json_schema else None for r in batch]
-        processors, stopping, mask = [], [], None
         eos_id = self.tokenizer.eos_token_id
+        prompt_tokens = [int(n) for n in enc["attention_mask"].sum(-1)]
+        if first.temperature <= 0 and self.decoding == "jump-forward":
+            decoder = GreedyDecoder(self.model, self.tokenizer, eos_id)
+            with self.lock:
+                rows = decoder.decode(enc["input_ids"], enc["attention_mask"], grammars, [r.max_tokens for r in batch])
+            return [Completion(self.tokenizer.decode(row.generated, skip_special_tokens=True) + (row.tail or ""),
+                               n, len(row.generated) + row.tail_tokens, row.reason)
+                    for row, n in zip(rows, prompt_tokens)]
+        out, mask = self._model_generate(batch, enc, grammars)
+        completions = []
+        width = enc["input_ids"].shape[1]
+        for i, req in enumerate(batch):
+            new = out[i, width:].tolist()
+            tail = mask.tails[i] if mask else None
+            if tail is not None:
+                new, reason = new[: mask.finished_at[i]], "stop"
+            elif eos_id in new:
+                new, reason = new[: new.index(eos_id)], "stop"
+            else:
+                reason = "length"
+            if len(new) > req.max_tokens:  # the batch decodes to its longest max_tokens; this row allows fewer
+                new, reason = new[: req.max_tokens], "length"
+            text = self.tokenizer.decode(new, skip_special_tokens=True) + (tail or "")
+            used = len(new) + (mask.tail_tokens[i] if tail is not None else 0)
+            completions.append(Completion(text, prompt_tokens[i], used, reason))
+        return completions
+
+    def _model_generate(self, batch: list[ChatRequest], enc, grammars: list):
+        """`model.generate` with the grammar as a logits processor; returns (ids, mask or None)."""
+        first, eos_id = batch[0], self.tokenizer.eos_token_id
+        processors, stopping, mask = [], [], None
         if any(g is not None for g in grammars):
             mask = _GrammarMask(grammars, self.model.config.vocab_size, eos_id, self.tokenizer,
-                                [r.max_tokens for r in batch], self.finish_forced)
+                                [r.max_tokens for r in batch], self.decoding != "every-token")
             processors.append(mask)
             stopping.append(_Finished(mask))
         if first.seed is not None:
@@ -161,20 +192,4 @@ class Engine:
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=eos_id,
             )
-        completions = []
-        width = enc["input_ids"].shape[1]
-        for i, req in enumerate(batch):
-            new = out[i, width:].tolist()
-            tail = mask.tails[i] if mask else None
-            if tail is not None:
-                new, reason = new[: mask.finished_at[i]], "stop"
-            elif eos_id in new:
-                new, reason = new[: new.index(eos_id)], "stop"
-            else:
-                reason = "length"
-            if len(new) > req.max_tokens:  # the batch decodes to its longest max_tokens; this row allows fewer
-                new, reason = new[: req.max_tokens], "length"
-            text = self.tokenizer.decode(new, skip_special_tokens=True) + (tail or "")
-            used = len(new) + (mask.tail_tokens[i] if tail is not None else 0)
-            completions.append(Completion(text, int(enc["attention_mask"][i].sum()), used, reason))
-        return completions
+        return out, mask

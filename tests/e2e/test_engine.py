@@ -1,5 +1,6 @@
-"""The gateway's engine with the real embedded model: finishing a constrained row once the
-grammar fixes its rest gives the same text as decoding every token, with fewer forward passes."""
+"""The gateway's engine with the real embedded model: checking forced text in one pass
+(jump-forward) and finishing a constrained row once the grammar fixes its rest give the same
+text as decoding every token, with fewer forward passes."""
 
 from __future__ import annotations
 
@@ -39,23 +40,25 @@ def requests() -> list[ChatRequest]:
     ]
 
 
-def test_finishing_forced_rests_changes_no_output(engine):
+def test_faster_decodings_change_no_output(engine):
     forwards = []
     handle = engine.model.register_forward_hook(lambda *args: forwards.append(1))
     try:
         outputs, passes = {}, {}
-        for finish_forced in (False, True):
-            engine.finish_forced = finish_forced
+        for decoding in ("every-token", "stop-at-rest", "jump-forward"):
+            engine.decoding = decoding
             forwards.clear()
-            outputs[finish_forced] = engine.generate(requests())
-            passes[finish_forced] = len(forwards)
+            outputs[decoding] = engine.generate(requests())
+            passes[decoding] = len(forwards)
     finally:
-        engine.finish_forced = True
+        engine.decoding = "jump-forward"
         handle.remove()
-    full, finished = outputs[False], outputs[True]
-    assert [(c.text, c.finish_reason) for c in finished] == [(c.text, c.finish_reason) for c in full]
-    # Usage counts the appended rest as tokenized on its own, which can split it differently.
-    assert all(abs(a.completion_tokens - b.completion_tokens) <= 2 for a, b in zip(finished, full))
-    assert finished[0].text in ('{"label": "%s"}' % label for label in SHORTLIST)
-    assert finished[4].finish_reason == "length"
-    assert passes[True] < passes[False]
+    full = outputs["every-token"]
+    for decoding in ("stop-at-rest", "jump-forward"):
+        faster = outputs[decoding]
+        assert [(c.text, c.finish_reason) for c in faster] == [(c.text, c.finish_reason) for c in full], decoding
+        # Usage counts the appended rest as tokenized on its own, which can split it differently.
+        assert all(abs(a.completion_tokens - b.completion_tokens) <= 2 for a, b in zip(faster, full))
+    assert full[0].text in ('{"label": "%s"}' % label for label in SHORTLIST)
+    assert full[4].finish_reason == "length"
+    assert passes["jump-forward"] < passes["stop-at-rest"] < passes["every-token"]

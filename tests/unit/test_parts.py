@@ -190,9 +190,22 @@ def test_sft_rows_use_only_feedback_and_rollout_items(tmp_path):
               call("other", "a", "OTHER-RUN", '{"label": "theft"}')]:
         db.record_call(c)
     rows, stats = sft_rows(db, "r")
-    assert [(r["messages"][0]["content"], r["completion"]) for r in rows] == [
+    assert sorted((r["messages"][0]["content"], r["completion"]) for r in rows) == [
         ("FB-REWARDED", '{"label": "theft"}'), ("FB-WRONG", '{"label": "theft"}'), ("ROLLOUT-REWARDED", "theft")]
     assert stats == {"rewarded": 2, "gold_target": 1, "skipped": 1}
+
+
+def test_sft_rows_do_not_depend_on_the_order_calls_were_recorded(tmp_path):
+    """Concurrent calls land in the database in thread-timing order; training must not."""
+    orders = []
+    for name, tags in (("one", "abcdef"), ("two", "fedcba"), ("three", "cafebd")):
+        db = RunDB(tmp_path / f"{name}.db")
+        db.save_items([item("r", tag, "feedback", "theft", float(tag in "ace")) for tag in "abcdef"])
+        for tag in tags:
+            db.record_call(call("r", tag, f"CASE-{tag}", '{"label": "盗窃罪"}' if tag not in "ace" else '{"label": "theft"}'))
+        orders.append([r["messages"][0]["content"] for r in sft_rows(db, "r")[0]])
+    assert orders[0] == orders[1] == orders[2]
+    assert sorted(orders[0]) == [f"CASE-{tag}" for tag in "abcdef"]
 
 
 def test_sft_rows_can_keep_only_the_incumbent_scaffolds_calls(tmp_path):
@@ -204,7 +217,7 @@ def test_sft_rows_can_keep_only_the_incumbent_scaffolds_calls(tmp_path):
     db.record_call(dataclasses.replace(call("r", "b", "NEW-SCAFFOLD", '{"label": "fraud"}'), generation=2))
     every = [r["messages"][0]["content"] for r in sft_rows(db, "r")[0]]
     only_new, stats = sft_rows(db, "r", scaffold_sha="new")
-    assert every == ["OLD-SCAFFOLD", "NEW-SCAFFOLD"]
+    assert sorted(every) == ["NEW-SCAFFOLD", "OLD-SCAFFOLD"]
     assert [(r["messages"][0]["content"], r["completion"]) for r in only_new] == [("NEW-SCAFFOLD", '{"label": "theft"}')]
     assert stats == {"rewarded": 0, "gold_target": 1, "skipped": 0}
 

@@ -1,13 +1,14 @@
-"""Finishing forced rests: the gateway engine on demo-like constrained prompts, decoding every
-token of the answer against stopping once the grammar fixes the rest (`Engine.finish_forced`).
+"""Greedy decoding in the gateway engine on demo-like constrained prompts (`Engine.decoding`):
+`model.generate` decoding every token of the answer, `model.generate` stopping once the grammar
+fixes the rest, and the jump-forward decoder (forced text checked in one pass, then the same stop).
 
-    .venv/bin/python benchmarks/forced_rest.py [--items 48] [--batch 8] [--rounds 2]
+    .venv/bin/python benchmarks/decoding.py [--items 48] [--batch 8] [--rounds 2]
 
 The prompts are the demo's generation-2 scaffold on lawbench-mini's first `--items` feedback,
 selection and training cases (the reference agent with retrieved-shots-2 and centroid-labels-2:
 two retrieved examples and a two-label ranked shortlist in a JSON-schema enum), served in
-batches of `--batch` in float32. Both ways run in the same process, alternating, and must give
-the same texts; the figure is the time ratio.
+batches of `--batch` in float32. All ways run in the same process, alternating, and must give
+the same texts; the figures are time ratios against decoding every token.
 """
 
 from __future__ import annotations
@@ -59,27 +60,30 @@ def main() -> None:
 
     engine = Engine.load("smollm2", precision="fp32")
     requests = demo_requests(opts.items)
-    seconds, texts, tokens = {False: [], True: []}, {}, {}
+    ways = {"every-token": "every token", "stop-at-rest": "stop at forced rest", "jump-forward": "jump-forward"}
+    seconds, texts, tokens, passes = {w: [] for w in ways}, {}, {}, {}
+    forwards = []
+    engine.model.register_forward_hook(lambda *args: forwards.append(1))
     engine.generate(requests[: opts.batch])  # warm-up
     for _ in range(opts.rounds):
-        for finish in (False, True):
-            engine.finish_forced = finish
+        for way in ways:
+            engine.decoding = way
+            forwards.clear()
             start, out = time.perf_counter(), []
             for k in range(0, len(requests), opts.batch):
                 out += engine.generate(requests[k:k + opts.batch])
-            seconds[finish].append(time.perf_counter() - start)
-            texts[finish], tokens[finish] = [c.text for c in out], sum(c.completion_tokens for c in out)
-    same = sum(a == b for a, b in zip(texts[False], texts[True]))
+            seconds[way].append(time.perf_counter() - start)
+            texts[way], tokens[way], passes[way] = [c.text for c in out], sum(c.completion_tokens for c in out), len(forwards)
     table = Table(title=f"{len(requests)} demo prompts, batches of {opts.batch}, float32, {opts.rounds} round(s)")
-    for column in ("decoding", "median s", "items/s", "completion tokens"):
+    for column in ("decoding", "median s", "items/s", "forward passes", "completion tokens", "same texts", "speed-up"):
         table.add_column(column, justify="right")
-    for finish, name in ((False, "every token"), (True, "stop at forced rest")):
-        median = statistics.median(seconds[finish])
-        table.add_row(name, f"{median:.2f}", f"{len(requests) / median:.2f}", str(tokens[finish]))
-    console = Console()
-    console.print(table)
-    ratio = statistics.median(seconds[False]) / statistics.median(seconds[True])
-    console.print(f"identical texts: {same} of {len(requests)}; every token / stop at forced rest: {ratio:.2f}x")
+    base = statistics.median(seconds["every-token"])
+    for way, name in ways.items():
+        median = statistics.median(seconds[way])
+        same = sum(a == b for a, b in zip(texts["every-token"], texts[way]))
+        table.add_row(name, f"{median:.2f}", f"{len(requests) / median:.2f}", str(passes[way]), str(tokens[way]),
+                      f"{same}/{len(requests)}", f"{base / median:.2f}x")
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":
