@@ -99,21 +99,21 @@ class GreedyDecoder:
 
     def _settle(self, row: Row, logits: torch.Tensor, bitmask: torch.Tensor) -> int:
         """Pick tokens along the fed draft while it agrees; returns how many draft tokens were kept."""
-        for j in range(len(row.draft) + 1):
-            token = self._pick(row, logits[j], bitmask)
+        kept = 0
+        while True:
+            token = self._pick(row, logits[kept], bitmask)
             if self._take(row, token):
-                return j
-            if j < len(row.draft) and token == row.draft[j]:
-                continue
-            row.pending = token
-            return j
-        raise AssertionError("unreachable")
+                return kept
+            if kept == len(row.draft) or token != row.draft[kept]:
+                row.pending = token
+                return kept
+            kept += 1
 
     def _forward(self, input_ids, attention_mask, positions, cache, keep: int):
         self.forward_passes += 1
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=keep)
-        return out.logits.float(), out.past_key_values
+        return out.logits.float().cpu(), out.past_key_values  # grammar masks apply on the CPU
 
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, grammars: list,
@@ -134,12 +134,11 @@ class GreedyDecoder:
             if not live:
                 return rows
             for row in live:
-                # The pending token plus draft must fit: every kept draft token counts against max_tokens.
-                room = row.max_tokens - len(row.generated) - 1
+                room = row.max_tokens - len(row.generated)  # kept draft tokens count against max_tokens
                 row.draft = forced_draft(row.matcher, self.tokenizer)[:room] if row.matcher is not None else []
             width = 1 + max(len(row.draft) for row in live)
-            fed = torch.full((len(rows), width), pad, dtype=torch.long)
-            fed_mask = torch.zeros((len(rows), width), dtype=mask.dtype)
+            fed = torch.full((len(rows), width), pad, dtype=torch.long, device=mask.device)
+            fed_mask = torch.zeros((len(rows), width), dtype=mask.dtype, device=mask.device)
             for i, row in enumerate(rows):
                 if row.reason is None:
                     tokens = [row.pending, *row.draft]
@@ -147,7 +146,7 @@ class GreedyDecoder:
                     fed_mask[i, : len(tokens)] = 1
             start = mask.sum(-1, keepdim=True)  # next position: kept tokens so far
             mask = torch.cat([mask, fed_mask], dim=1)
-            logits, cache = self._forward(fed, mask, start + torch.arange(width), cache, keep=width)
+            logits, cache = self._forward(fed, mask, start + torch.arange(width, device=mask.device), cache, keep=width)
             for i, row in enumerate(rows):
                 if row.reason is None:
                     kept = self._settle(row, logits[i], bitmask)
