@@ -4,6 +4,10 @@ fixes the rest, and the jump-forward decoder (forced text checked in one pass, t
 
     .venv/bin/python benchmarks/decoding.py [--items 48] [--batch 8] [--rounds 2]
 
+A second table runs 8 open-ended prompts (plain text, and a JSON schema with a free string
+and an enum) to 128 tokens, where most tokens are choices, so drafts cannot help much: it checks
+that jump-forward costs nothing there.
+
 The prompts are the demo's generation-2 scaffold on lawbench-mini's first `--items` feedback,
 selection and training cases (the reference agent with retrieved-shots-2 and centroid-labels-2:
 two retrieved examples and a two-label ranked shortlist in a JSON-schema enum), served in
@@ -59,22 +63,40 @@ def main() -> None:
     from gateway.engine import Engine
 
     engine = Engine.load("smollm2", precision="fp32")
-    requests = demo_requests(opts.items)
-    ways = {"every-token": "every token", "stop-at-rest": "stop at forced rest", "jump-forward": "jump-forward"}
-    seconds, texts, tokens, passes = {w: [] for w in ways}, {}, {}, {}
     forwards = []
     engine.model.register_forward_hook(lambda *args: forwards.append(1))
-    engine.generate(requests[: opts.batch])  # warm-up
-    for _ in range(opts.rounds):
+    console = Console(width=120)
+    for title, requests, batch in (
+        (f"{opts.items} demo prompts, batches of {opts.batch}", demo_requests(opts.items), opts.batch),
+        ("8 open-ended prompts, 128 tokens, one batch", open_ended_requests(), 8),
+    ):
+        engine.generate(requests[:batch])  # warm-up
+        console.print(compare(engine, requests, batch, opts.rounds, forwards, f"{title}, float32, {opts.rounds} round(s)"))
+
+
+def open_ended_requests() -> list:
+    from gateway.protocol import ChatRequest
+
+    schema = {"type": "object", "properties": {"diagnosis": {"type": "string"},
+              "lever": {"type": "string", "enum": ["scaffold", "weights", "stop"]}}, "required": ["diagnosis", "lever"]}
+    asks = [[{"role": "user", "content": f"Write a short story about a {thing}."}]
+            for thing in ("cat", "dog", "ship", "tree", "river", "king", "robot", "bird")]
+    return [ChatRequest(messages=m, max_tokens=128, json_schema=schema if i % 2 else None) for i, m in enumerate(asks)]
+
+
+def compare(engine, requests: list, batch: int, rounds: int, forwards: list, title: str) -> Table:
+    ways = {"every-token": "every token", "stop-at-rest": "stop at forced rest", "jump-forward": "jump-forward"}
+    seconds, texts, tokens, passes = {w: [] for w in ways}, {}, {}, {}
+    for _ in range(rounds):
         for way in ways:
             engine.decoding = way
             forwards.clear()
             start, out = time.perf_counter(), []
-            for k in range(0, len(requests), opts.batch):
-                out += engine.generate(requests[k:k + opts.batch])
+            for k in range(0, len(requests), batch):
+                out += engine.generate(requests[k:k + batch])
             seconds[way].append(time.perf_counter() - start)
             texts[way], tokens[way], passes[way] = [c.text for c in out], sum(c.completion_tokens for c in out), len(forwards)
-    table = Table(title=f"{len(requests)} demo prompts, batches of {opts.batch}, float32, {opts.rounds} round(s)")
+    table = Table(title=title)
     for column in ("decoding", "median s", "items/s", "forward passes", "completion tokens", "same texts", "speed-up"):
         table.add_column(column, justify="right")
     base = statistics.median(seconds["every-token"])
@@ -83,7 +105,7 @@ def main() -> None:
         same = sum(a == b for a, b in zip(texts["every-token"], texts[way]))
         table.add_row(name, f"{median:.2f}", f"{len(requests) / median:.2f}", str(passes[way]), str(tokens[way]),
                       f"{same}/{len(requests)}", f"{base / median:.2f}x")
-    Console(width=120).print(table)
+    return table
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ forced text is tokenized and fed as a draft together with the row's last token; 
 kept only if it is the token greedy decoding picks at its place (the masked argmax of the logits
 there), so the text is the one token-by-token greedy decoding gives, with fewer passes. Rejected
 draft positions stay in the KV cache but are masked out of attention, and positions are counted
-over kept tokens only. A row whose rest is fixed up to the end of its grammar stops there and
-gets that rest appended as text (`forced_rest`).
+over kept tokens only. Drafts are fed only in passes where every row has one (a pass pads each row
+to the widest draft), and finished rows leave the batch. A row whose rest is fixed up to the end of
+its grammar stops there and gets that rest appended as text (`forced_rest`).
 """
 
 from __future__ import annotations
@@ -129,25 +130,33 @@ class GreedyDecoder:
             else:
                 self._settle(row, logits[i, -1:], bitmask)
         pad = self.tokenizer.pad_token_id
+        order = list(range(len(rows)))  # the rows the cache holds, in its batch order
         while True:
-            live = [row for row in rows if row.reason is None]
-            if not live:
+            keep = [k for k, i in enumerate(order) if rows[i].reason is None]
+            if not keep:
                 return rows
+            if len(keep) < len(order):  # finished rows leave the batch
+                index = torch.tensor(keep, device=mask.device)
+                cache.batch_select_indices(index)
+                mask, order = mask[index], [order[k] for k in keep]
+            live = [rows[i] for i in order]
             for row in live:
                 room = row.max_tokens - len(row.generated)  # kept draft tokens count against max_tokens
                 row.draft = forced_draft(row.matcher, self.tokenizer)[:room] if row.matcher is not None else []
+            if not all(row.draft for row in live):
+                # Every row in a pass is padded to its widest draft; drafts only save passes when
+                # no row needs a pass of its own for a choice.
+                for row in live:
+                    row.draft = []
             width = 1 + max(len(row.draft) for row in live)
-            fed = torch.full((len(rows), width), pad, dtype=torch.long, device=mask.device)
-            fed_mask = torch.zeros((len(rows), width), dtype=mask.dtype, device=mask.device)
-            for i, row in enumerate(rows):
-                if row.reason is None:
-                    tokens = [row.pending, *row.draft]
-                    fed[i, : len(tokens)] = torch.tensor(tokens)
-                    fed_mask[i, : len(tokens)] = 1
+            fed = torch.full((len(live), width), pad, dtype=torch.long, device=mask.device)
+            fed_mask = torch.zeros_like(fed, dtype=mask.dtype)
+            for i, row in enumerate(live):
+                fed[i, : 1 + len(row.draft)] = torch.tensor([row.pending, *row.draft])
+                fed_mask[i, : 1 + len(row.draft)] = 1
             start = mask.sum(-1, keepdim=True)  # next position: kept tokens so far
             mask = torch.cat([mask, fed_mask], dim=1)
             logits, cache = self._forward(fed, mask, start + torch.arange(width, device=mask.device), cache, keep=width)
-            for i, row in enumerate(rows):
-                if row.reason is None:
-                    kept = self._settle(row, logits[i], bitmask)
-                    mask[i, mask.shape[1] - width + 1 + kept:] = 0  # rejected draft positions
+            for i, row in enumerate(live):
+                kept = self._settle(row, logits[i], bitmask)
+                mask[i, mask.shape[1] - width + 1 + kept:] = 0  # rejected draft positions

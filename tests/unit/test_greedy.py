@@ -17,7 +17,7 @@ from gateway.greedy import GreedyDecoder  # noqa: E402
 EOS, PAD = 0, 1
 # Single characters plus merged tokens, so forced text has a canonical (merged) tokenization.
 VOCAB = ["<eos>", "<pad>", *'{}": abcdelmnopstx', '{"', "label", '": "', "ab", "bc", '"}']
-PROMPT = [VOCAB.index("x")] * 3
+PROMPT = [VOCAB.index("x")] * 3  # row r's prompt starts with the token of letter r ("a", "b", ...)
 
 
 class CharTokenizer:
@@ -37,6 +37,16 @@ class CharTokenizer:
         return "".join(VOCAB[i] for i in ids if i > PAD)
 
 
+class FedTokens:
+    """The scripted model's cache: every fed token, one row per request still in the batch."""
+
+    def __init__(self, tokens: torch.Tensor):
+        self.tokens = tokens
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.tokens = self.tokens[indices]
+
+
 class ScriptedModel:
     """Writes `targets[row]` after the prompt, preferring single characters (or merged tokens).
 
@@ -47,11 +57,12 @@ class ScriptedModel:
     def __init__(self, targets: list[str], prefer_merged: bool):
         self.targets, self.prefer_merged = targets, prefer_merged
         self.config = SimpleNamespace(vocab_size=len(VOCAB))
-        self.passes = 0
+        self.passes, self.batch_sizes = 0, []
 
     def __call__(self, input_ids, attention_mask, position_ids, past_key_values, use_cache, logits_to_keep):
         self.passes += 1
-        seen = input_ids if past_key_values is None else torch.cat([past_key_values, input_ids], dim=1)
+        self.batch_sizes.append(input_ids.shape[0])
+        seen = input_ids if past_key_values is None else torch.cat([past_key_values.tokens, input_ids], dim=1)
         width = input_ids.shape[1]
         logits = torch.full((seen.shape[0], logits_to_keep, len(VOCAB)), -5.0)
         for row in range(seen.shape[0]):
@@ -59,7 +70,7 @@ class ScriptedModel:
                 end = seen.shape[1] - logits_to_keep + k + 1
                 kept = [int(t) for t, m in zip(seen[row, :end], attention_mask[row, :end]) if m][len(PROMPT):]
                 written = "".join(VOCAB[t] for t in kept)
-                target = self.targets[row]
+                target = self.target_of(seen[row, :len(PROMPT)])
                 if not target.startswith(written):
                     continue  # off script: no preference
                 rest = target[len(written):]
@@ -70,7 +81,10 @@ class ScriptedModel:
                     if rest.startswith(text):
                         logits[row, k, t] = 5.0 + (len(text) if self.prefer_merged else -len(text))
         assert seen.shape[1] - width >= 0
-        return SimpleNamespace(logits=logits, past_key_values=seen)
+        return SimpleNamespace(logits=logits, past_key_values=FedTokens(seen))
+
+    def target_of(self, prompt: torch.Tensor) -> str:
+        return self.targets[int(prompt[0]) - VOCAB.index("a")]
 
 
 def label_grammar(labels: list[str]):
@@ -83,7 +97,7 @@ def label_grammar(labels: list[str]):
 def decode(model, grammars, max_tokens):
     tokenizer = CharTokenizer()
     decoder = GreedyDecoder(model, tokenizer, EOS)
-    ids = torch.tensor([PROMPT] * len(grammars))
+    ids = torch.tensor([[VOCAB.index("a") + r, *PROMPT[1:]] for r in range(len(grammars))])
     rows = decoder.decode(ids, torch.ones_like(ids), grammars, max_tokens)
     return [(tokenizer.decode(r.generated) + (r.tail or ""), r.reason) for r in rows], rows
 
@@ -112,6 +126,9 @@ def test_unconstrained_rows_stop_at_eos_and_rows_run_out_at_max_tokens():
     assert texts[0] == ('{"label": "abd"}', "stop")
     assert texts[1] == ("meal", "stop")
     assert texts[2] == ('{"l', "length") and len(rows[2].generated) == 3
+    # Finished rows leave the batch; the others keep their own history.
+    assert model.batch_sizes[0] == 3 and model.batch_sizes[-1] == 1
+    assert model.batch_sizes == sorted(model.batch_sizes, reverse=True)
 
 
 def test_a_row_with_no_room_is_done_at_once():
