@@ -99,9 +99,9 @@ class Engine:
 
     def __init__(self, model, tokenizer, name: str, decoding: str = "jump-forward"):
         self.model, self.tokenizer, self.name = model, tokenizer, name
-        # Greedy batches: "jump-forward" (GreedyDecoder), or model.generate stopping at a forced rest
-        # ("stop-at-rest", what sampled batches always use) or decoding every token ("every-token");
-        # the latter two are kept for comparisons.
+        # "jump-forward": greedy batches through GreedyDecoder, sampled ones through model.generate,
+        # stopping at a forced rest. "stop-at-rest" sends greedy batches to model.generate too, and
+        # "every-token" also decodes every forced token; both are kept for comparisons.
         if decoding not in self.DECODING:
             raise ValueError(f"decoding must be one of {self.DECODING}, got {decoding!r}")
         self.decoding = decoding
