@@ -57,13 +57,13 @@ class ScriptedModel:
     def __init__(self, targets: list[str], prefer_merged: bool):
         self.targets, self.prefer_merged = targets, prefer_merged
         self.config = SimpleNamespace(vocab_size=len(VOCAB))
-        self.passes, self.batch_sizes = 0, []
+        self.passes, self.batch_sizes, self.widths = 0, [], []
 
     def __call__(self, input_ids, attention_mask, position_ids, past_key_values, use_cache, logits_to_keep):
         self.passes += 1
         self.batch_sizes.append(input_ids.shape[0])
+        self.widths.append(input_ids.shape[1])
         seen = input_ids if past_key_values is None else torch.cat([past_key_values.tokens, input_ids], dim=1)
-        width = input_ids.shape[1]
         logits = torch.full((seen.shape[0], logits_to_keep, len(VOCAB)), -5.0)
         for row in range(seen.shape[0]):
             for k in range(logits_to_keep):
@@ -80,7 +80,6 @@ class ScriptedModel:
                 for t, text in enumerate(VOCAB[2:], start=2):
                     if rest.startswith(text):
                         logits[row, k, t] = 5.0 + (len(text) if self.prefer_merged else -len(text))
-        assert seen.shape[1] - width >= 0
         return SimpleNamespace(logits=logits, past_key_values=FedTokens(seen))
 
     def target_of(self, prompt: torch.Tensor) -> str:
@@ -129,6 +128,11 @@ def test_unconstrained_rows_stop_at_eos_and_rows_run_out_at_max_tokens():
     # Finished rows leave the batch; the others keep their own history.
     assert model.batch_sizes[0] == 3 and model.batch_sizes[-1] == 1
     assert model.batch_sizes == sorted(model.batch_sizes, reverse=True)
+    # A row with no forced text ahead (the plain one) needs its own pass, so nobody drafts then;
+    # the last constrained row alone does.
+    decoding = list(zip(model.batch_sizes, model.widths))[1:]
+    assert all(width == 1 for size, width in decoding if size > 1)
+    assert any(width > 1 for size, width in decoding if size == 1)
 
 
 def test_a_row_with_no_room_is_done_at_once():
