@@ -60,12 +60,9 @@ class _GrammarMask(transformers.LogitsProcessor):
                 self._finish_if_forced(i, input_ids[i, self.prompt_len:])
 
     def _finish_if_forced(self, i: int, generated: torch.LongTensor) -> None:
-        rest = forced_rest(self.matchers[i], generated.tolist(), self.tokenizer)
-        if rest is None:
-            return
-        rest_tokens = len(self.tokenizer.encode(rest, add_special_tokens=False))
-        if len(generated) + rest_tokens <= self.max_tokens[i]:  # else decoding runs out, as it would have
-            self.tails[i], self.finished_at[i], self.tail_tokens[i] = rest, len(generated), rest_tokens
+        finished = forced_rest(self.matchers[i], generated.tolist(), self.tokenizer, self.max_tokens[i])
+        if finished is not None:
+            (self.tails[i], self.tail_tokens[i]), self.finished_at[i] = finished, len(generated)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self.advance(input_ids)

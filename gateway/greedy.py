@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 import torch
 
 
-def forced_rest(matcher, generated: list[int], tokenizer) -> str | None:
-    """The text that must follow and completes the grammar, or None while a choice is left."""
+def forced_rest(matcher, generated: list[int], tokenizer, max_tokens: int) -> tuple[str, int] | None:
+    """(rest, its token count): the text that must follow and completes the grammar, tokenized on
+    its own; None while a choice is left, or when it would not fit in `max_tokens` (decoding then
+    runs out, as it would have token by token)."""
     if matcher.is_terminated():
         return None
     if "\ufffd" in tokenizer.decode(generated):
@@ -30,9 +32,10 @@ def forced_rest(matcher, generated: list[int], tokenizer) -> str | None:
     except UnicodeDecodeError:
         return None  # the forced bytes end inside a character, before a branch
     probe = matcher.fork()
-    if probe.accept_string(rest) and probe.is_completed() and probe.find_jump_forward_string() == "":
-        return rest
-    return None
+    if not (probe.accept_string(rest) and probe.is_completed() and probe.find_jump_forward_string() == ""):
+        return None
+    tokens = len(tokenizer.encode(rest, add_special_tokens=False))
+    return (rest, tokens) if len(generated) + tokens <= max_tokens else None
 
 
 def forced_draft(matcher, tokenizer) -> list[int]:
@@ -83,16 +86,13 @@ class GreedyDecoder:
         if token == self.eos_id:
             row.reason = "stop"
             return True
-        if row.matcher is not None:
-            row.matcher.accept_token(token)
         row.generated.append(token)
         if row.matcher is not None:
-            rest = forced_rest(row.matcher, row.generated, self.tokenizer)
-            if rest is not None:
-                tokens = len(self.tokenizer.encode(rest, add_special_tokens=False))
-                if len(row.generated) + tokens <= row.max_tokens:  # else decoding runs out, as it would have
-                    row.tail, row.tail_tokens, row.reason = rest, tokens, "stop"
-                    return True
+            row.matcher.accept_token(token)
+            finished = forced_rest(row.matcher, row.generated, self.tokenizer, row.max_tokens)
+            if finished is not None:
+                (row.tail, row.tail_tokens), row.reason = finished, "stop"
+                return True
         if len(row.generated) >= row.max_tokens:
             row.reason = "length"
             return True
