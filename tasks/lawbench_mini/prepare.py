@@ -4,8 +4,8 @@
 Deterministic: the first 12 labels of `classes.json` that have 30 training and 5 test cases;
 each case's leading "the procuratorate charges" clause is dropped and the text cut to 150
 characters, so prompts stay short enough for a 135M model on a CPU. Of each label's 30 training
-cases, 2 are feedback, 6 selection (72 in all, so that one item moves the selection score by
-1.4 points rather than 2.8) and 22 stay in the pool.
+cases, 2 are feedback, 9 selection (108 in all, so that keep-best's paired test can see a gain of
+the size the weights lever gives: `examples/selection_power.py`) and 19 stay in the pool.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ N_LABELS, TEXT_CHARS = 12, 150
 _CLAUSE = re.compile(r"(指控|查明)[，,:：]?")
 HERE = Path(__file__).parent
 REFERENCE_AGENT = HERE / "reference_agent.py"
-SPEC = {"name": "lawbench-mini", "feedback_per_label": 2, "selection_per_label": 6}
+SPEC = {"name": "lawbench-mini", "feedback_per_label": 2, "selection_per_label": 9}
 
 
 def _trim(text: str) -> str:

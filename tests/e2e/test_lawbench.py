@@ -33,7 +33,7 @@ def test_lawbench_mini_splits_and_a_stale_cached_spec_is_replaced():
     task = resolve_task("lawbench-mini")
     splits = task.splits()
     sizes = {name: len(rows) for name, rows in splits.items()}
-    assert sizes == {"feedback": 24, "selection": 72, "pool": 264, "test": 60}
+    assert sizes == {"feedback": 24, "selection": 108, "pool": 228, "test": 60}
     for name in ("feedback", "selection"):
         assert {c: sum(r["label"] == c for r in splits[name]) for c in task.classes} == dict.fromkeys(
             task.classes, sizes[name] // 12)
