@@ -54,6 +54,9 @@ class GatewayConfig(BaseModel):
 
     max_batch: int = Field(16, ge=1, description="Most requests decoded together in one batch.")
     batch_window_ms: float = Field(15, ge=0, description="How long the batcher waits for more requests to join a batch.")
+    greedy_cache_entries: int = Field(
+        50_000, ge=0, description="Greedy completions kept per set of weights, so that a repeated request is answered "
+                                  "without decoding it again (0: off; see gateway/cache.py).")
     precision: Precision = Field(
         "auto", description="Dtype the embedded model is served in; 'auto' is bf16 where it is measured clearly "
                             "faster (a GPU, or e.g. a CPU with AMX: about 2x faster generation), else fp32.")

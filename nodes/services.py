@@ -22,19 +22,21 @@ from nodes.llm import RoleLLM, chat_model
 from sandbox.runner import SandboxRunner, SubprocessSandbox
 
 
-def embedded_backends(paths: RunPaths, precision: str) -> Callable[[str | None], Backend]:
-    """base + adapter version -> a loaded Engine (kept: a 135M model is ~0.5 GB)."""
+def embedded_backends(paths: RunPaths, precision: str, cache_entries: int) -> Callable[[str | None], Backend]:
+    """base + adapter version -> a loaded Engine (kept: a 135M model is ~0.5 GB) behind its greedy cache."""
+    from gateway.cache import GreedyCache
     from gateway.engine import Engine
     from gateway.model_store import EMBEDDED_MODEL_NAME
 
-    engines: dict[str | None, Engine] = {}
+    engines: dict[str | None, GreedyCache] = {}
     lock = threading.Lock()
 
     def backend_for(adapter: str | None) -> Backend:
         with lock:
             if adapter not in engines:
                 adapter_dir = None if adapter is None else paths.root / adapter / "adapter"
-                engines[adapter] = Engine.load(EMBEDDED_MODEL_NAME, adapter=adapter_dir, precision=precision)
+                engine = Engine.load(EMBEDDED_MODEL_NAME, adapter=adapter_dir, precision=precision)
+                engines[adapter] = GreedyCache(engine, cache_entries)
             return engines[adapter]
 
     return backend_for
@@ -87,7 +89,7 @@ class Services:
         paths = RunPaths(config.runs_dir, run_id).create()
         db = RunDB(paths.run_db)
         if config.target.embedded:
-            backend_for = embedded_backends(paths, config.gateway.precision)
+            backend_for = embedded_backends(paths, config.gateway.precision, config.gateway.greedy_cache_entries)
         else:
             from gateway.remote import RemoteBackend
 
