@@ -32,6 +32,8 @@ import csv
 import json
 import os
 import shutil
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +329,16 @@ def run_graph(services, inputs, checkpointer=None, trace: list[str] | None = Non
         elif mode == "updates" and trace is not None:
             trace.extend(":".join([n.split(":")[0] for n in ns] + [node]) for node in chunk)
     return final
+
+
+def http(gw, path, token, body=None, headers=None, raw: bytes | None = None) -> tuple[int, dict]:
+    """(status, JSON reply) of one request to a running Gateway; `path` starts with /v1."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(gw.base_url.removesuffix("/v1") + path, data=data,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                                          **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
-
 from gateway.cache import GreedyCache
 from gateway.protocol import ChatRequest
 from gateway.server import CallScope, Gateway, MemoryRecorder
-from tests.fakes import KeywordBackend
+from tests.fakes import KeywordBackend, http
 
 SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": ["theft", "assault"]}}}
 
@@ -71,14 +68,12 @@ def test_the_gateway_still_records_every_call_with_its_own_item_tag():
     token = gw.issue_token(CallScope("r", 2, None, "task"))
     body = {"messages": [{"role": "user", "content": "he punched a clerk"}], "temperature": 0,
             "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": SCHEMA}}}
-    replies = []
     try:
-        for item in ("g2t-q00001", "g2t-q00002"):
-            req = urllib.request.Request(gw.base_url + "/chat/completions", data=json.dumps(body).encode(),
-                                         headers={"Authorization": f"Bearer {token}", "X-SIA-Item": item})
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                replies.append(json.loads(resp.read())["choices"][0]["message"]["content"])
+        replies = [http(gw, "/v1/chat/completions", token, body, {"X-SIA-Item": item})
+                   for item in ("g2t-q00001", "g2t-q00002")]
     finally:
         gw.stop()
+    assert [code for code, _ in replies] == [200, 200]
+    replies = [reply["choices"][0]["message"]["content"] for _, reply in replies]
     assert replies == ['{"label": "theft"}'] * 2 and len(inner.requests) == 1
     assert [(c.item, c.completion) for c in gw.recorder.calls] == [(i, replies[0]) for i in ("g2t-q00001", "g2t-q00002")]

@@ -8,8 +8,6 @@ import difflib
 import importlib.util
 import json
 import shutil
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -23,7 +21,7 @@ from nodes.edits import LIBRARY, apply_edit, available_edits, scaffold_settings
 from nodes.meta import choose_edit
 from nodes.policies import POLICIES, choose_lever
 from tasks.base import Task, TaskError
-from tests.fakes import REFERENCE_AGENT, fake_backends, make_tiny_task, scripted_llm
+from tests.fakes import REFERENCE_AGENT, fake_backends, http, make_tiny_task, scripted_llm
 
 REFERENCE = REFERENCE_AGENT.read_text()
 
@@ -289,18 +287,6 @@ def gateway():
     gw = Gateway(fake_backends(), MemoryRecorder(), batch_window_ms=1, model_name="fake-target").start()
     yield gw
     gw.stop()
-
-
-def http(gw, path, token, body=None, headers=None, raw: bytes | None = None):
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(gw.base_url.removesuffix("/v1") + path, data=data,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                                          **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 CHAT = {"messages": [{"role": "system", "content": "classify"}, {"role": "user", "content": "he punched a clerk"}],
