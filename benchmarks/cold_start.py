@@ -25,7 +25,6 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SOURCES = ("safetensors", "gguf")
 
@@ -39,7 +38,7 @@ def child(source: str, threads: int) -> None:
     import transformers  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    from gateway.model_store import gguf_path, load_model, safetensors_dir
+    from sia.gateway.model_store import gguf_path, load_model, safetensors_dir
 
     if threads:
         torch.set_num_threads(threads)
@@ -92,7 +91,7 @@ def main() -> int:
         return 0
     reps = args.reps or (1 if args.quick else 2)
 
-    from gateway.model_store import gguf_path, safetensors_dir
+    from sia.gateway.model_store import gguf_path, safetensors_dir
 
     # Make sure both exist (a first-time conversion must not be timed) and are in the page cache.
     for path in (gguf_path(), *sorted(safetensors_dir().iterdir())):

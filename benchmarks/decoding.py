@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -28,12 +27,11 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def demo_requests(n_items: int) -> list:
-    from gateway.protocol import ChatRequest
-    from tasks.registry import resolve_task
+    from sia.gateway.protocol import ChatRequest
+    from sia.tasks.registry import resolve_task
 
     spec = importlib.util.spec_from_file_location("reference_agent", ROOT / "tasks/lawbench_mini/reference_agent.py")
     agent = importlib.util.module_from_spec(spec)
@@ -60,7 +58,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="alternating timed runs of each way")
     opts = parser.parse_args()
-    from gateway.engine import Engine
+    from sia.gateway.engine import Engine
 
     engine = Engine.load("smollm2", precision="fp32")
     forwards = []
@@ -75,7 +73,7 @@ def main() -> None:
 
 
 def open_ended_requests() -> list:
-    from gateway.protocol import ChatRequest
+    from sia.gateway.protocol import ChatRequest
 
     schema = {"type": "object", "properties": {"diagnosis": {"type": "string"},
               "lever": {"type": "string", "enum": ["scaffold", "weights", "stop"]}}, "required": ["diagnosis", "lever"]}

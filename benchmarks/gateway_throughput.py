@@ -29,23 +29,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.engine import ChatRequest, Completion, Engine  # noqa: E402
-from gateway.model_store import PRECISIONS  # noqa: E402
-from gateway.server import CallScope, Gateway, MemoryRecorder, parse_chat_request  # noqa: E402
+from sia.gateway.engine import ChatRequest, Completion, Engine
+from sia.gateway.model_store import PRECISIONS
+from sia.gateway.server import CallScope, Gateway, MemoryRecorder, parse_chat_request
 
 CHARGES = ["theft", "fraud", "robbery", "assault", "bribery", "arson", "embezzlement", "drug trafficking"]
 CASES = [

@@ -1,6 +1,6 @@
 """Seconds per LoRA SFT step, Unsloth vs TRL+PEFT, measured side by side in one run.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/lora_step.py [--rounds 2] [--precisions fp32,bf16]
+    .venv/bin/python benchmarks/lora_step.py [--rounds 2] [--precisions fp32,bf16]
         [--gradient-checkpointing]
 
 Each backend trains in its own `finetune.train_lora` process (so neither one's imports or
@@ -23,11 +23,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from finetune.config import FinetuneConfig  # noqa: E402
-from finetune.trainer import SubprocessTrainer  # noqa: E402
-from gateway.model_store import PRECISIONS  # noqa: E402
+from sia.finetune.config import FinetuneConfig
+from sia.finetune.trainer import SubprocessTrainer
+from sia.gateway.model_store import PRECISIONS
 
 BACKENDS = ("unsloth", "trl")
 TOPICS = ["rivers", "glaciers", "volcanoes", "deserts", "forests", "coral reefs", "tundra", "wetlands"]
@@ -77,7 +76,7 @@ def main() -> int:
     if bad := [p for p in precisions if p not in PRECISIONS]:
         parser.error(f"--precisions: unknown {bad}; use {', '.join(PRECISIONS)}")
     if args.base is None:
-        from gateway.model_store import safetensors_dir
+        from sia.gateway.model_store import safetensors_dir
 
         args.base = safetensors_dir()
 

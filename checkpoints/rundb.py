@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from gateway.server import ModelCall
+from sia.gateway.server import ModelCall
 
 
 class RunDB:

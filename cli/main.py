@@ -22,10 +22,10 @@ from typing import get_args
 
 from rich.markup import escape
 
-from cli.render import LiveView, ServeLog, console, err_console, generations_table, report, runs_table
-from checkpoints.paths import RunPaths, write_json_atomic
-from gateway.model_store import PRECISIONS
-from graph.state import Policy
+from sia.cli.render import LiveView, ServeLog, console, err_console, generations_table, report, runs_table
+from sia.checkpoints.paths import RunPaths, write_json_atomic
+from sia.gateway.model_store import PRECISIONS
+from sia.graph.state import Policy
 
 PID_FILE = "sia.pid"  # present while a `sia run`/`sia resume` process drives the run
 
@@ -49,7 +49,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def default_runs_dir() -> Path:
-    from graph.config import RunConfig
+    from sia.graph.config import RunConfig
 
     try:
         return RunConfig.from_env().runs_dir
@@ -90,7 +90,7 @@ def checkpoint_values(paths: RunPaths) -> dict:
     """The latest top-level checkpoint's channel values ({} when there is none)."""
     if not paths.checkpoints.exists():
         return {}
-    from checkpoints.saver import open_saver
+    from sia.checkpoints.saver import open_saver
 
     saver = open_saver(paths.checkpoints)
     try:
@@ -160,10 +160,10 @@ def cmd_show(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from graph.config import RunConfig
-    from graph.state import SIAInput
-    from tasks.base import TaskError
-    from tasks.registry import resolve_task
+    from sia.graph.config import RunConfig
+    from sia.graph.state import SIAInput
+    from sia.tasks.base import TaskError
+    from sia.tasks.registry import resolve_task
 
     task = args.task
     if args.task_dir is not None:
@@ -200,8 +200,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from graph.config import RunConfig
-    from graph.state import SIAInput
+    from sia.graph.config import RunConfig
+    from sia.graph.state import SIAInput
 
     paths = existing_run(args)
     if not paths.config.exists():
@@ -217,9 +217,9 @@ def cmd_resume(args) -> int:
 def drive(paths: RunPaths, cfg, inputs, start_node: str | None, args) -> int:
     """Stream the graph for this run (fresh when `inputs` and no checkpoint, else from its checkpoint)."""
     with console.status("loading the loop (torch, langgraph)…"):
-        from checkpoints.saver import open_saver
-        from graph.context import RunContext
-        from graph.graph import build_graph
+        from sia.checkpoints.saver import open_saver
+        from sia.graph.context import RunContext
+        from sia.graph.graph import build_graph
 
         graph = build_graph(open_saver(paths.checkpoints))
     thread = {"configurable": {"thread_id": paths.run_id}}
@@ -272,9 +272,9 @@ def cmd_serve(args) -> int:
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").exists():
         raise CLIError(f"--adapter {args.adapter}: no adapter_config.json there (pass a trained LoRA adapter folder).")
     with console.status("loading the embedded model…"):
-        from gateway.engine import Engine
-        from gateway.model_store import EMBEDDED_MODEL_NAME
-        from gateway.server import CallScope, Gateway
+        from sia.gateway.engine import Engine
+        from sia.gateway.model_store import EMBEDDED_MODEL_NAME
+        from sia.gateway.server import CallScope, Gateway
 
         engines = []
         try:  # bind first, so a taken port fails before the model loads
@@ -339,7 +339,7 @@ def build_parser() -> Parser:
                    help="dtype the model is served in (auto: bf16 where the hardware has bf16 matmuls)")
     p.set_defaults(func=cmd_serve)
 
-    from cli.tasks import add_commands
+    from sia.cli.tasks import add_commands
 
     add_commands(sub)
     return parser

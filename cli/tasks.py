@@ -16,13 +16,13 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from cli.render import console
+from sia.cli.render import console
 
 
 def cmd_tasks_list(args) -> int:
-    from gateway.model_store import cache_dir
-    from tasks.base import TaskError
-    from tasks.registry import BUILTIN, load_folder
+    from sia.gateway.model_store import cache_dir
+    from sia.tasks.base import TaskError
+    from sia.tasks.registry import BUILTIN, load_folder
 
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name, justify in [("task", "left"), ("kind", "left"), ("status", "left"), ("labels", "right"),
@@ -47,9 +47,9 @@ def cmd_tasks_list(args) -> int:
 
 def load_made_task(make):
     """load_folder(make()), with a task error shown as one CLI error."""
-    from cli.main import CLIError
-    from tasks.base import TaskError
-    from tasks.registry import load_folder
+    from sia.cli.main import CLIError
+    from sia.tasks.base import TaskError
+    from sia.tasks.registry import load_folder
 
     try:
         return load_folder(make())
@@ -67,7 +67,7 @@ def sizes(task) -> str:
 
 
 def cmd_tasks_prepare(args) -> int:
-    from tasks.registry import prepare_task
+    from sia.tasks.registry import prepare_task
 
     task = load_made_task(lambda: prepare_task(args.name, force=args.force))
     console.print(f"{escape(task.name)}: {sizes(task)} in {escape(str(task.root))}")
@@ -75,8 +75,8 @@ def cmd_tasks_prepare(args) -> int:
 
 
 def cmd_import_lawbench(args) -> int:
-    from gateway.model_store import cache_dir
-    from tasks.lawbench.import_file import import_lawbench
+    from sia.gateway.model_store import cache_dir
+    from sia.tasks.lawbench.import_file import import_lawbench
 
     name = args.name or "lawbench-" + re.sub(r"[^A-Za-z0-9_-]+", "-", Path(args.file).stem).strip("-").lower()
     task = load_made_task(lambda: import_lawbench(Path(args.file), cache_dir() / "tasks" / name, name, args.test_fraction))
@@ -85,8 +85,8 @@ def cmd_import_lawbench(args) -> int:
 
 
 def cmd_import_mlebench(args) -> int:
-    from gateway.model_store import cache_dir
-    from tasks.mlebench import import_mlebench
+    from sia.gateway.model_store import cache_dir
+    from sia.tasks.mlebench import import_mlebench
 
     name = args.name or Path(args.folder).resolve().name
     task = load_made_task(lambda: import_mlebench(Path(args.folder), cache_dir() / "tasks" / name, name))
@@ -95,8 +95,8 @@ def cmd_import_mlebench(args) -> int:
 
 
 def cmd_import_counts(args) -> int:
-    from gateway.model_store import cache_dir
-    from tasks.scrna_denoise.prepare import prepare
+    from sia.gateway.model_store import cache_dir
+    from sia.tasks.scrna_denoise.prepare import prepare
 
     name = args.name or "scrna-" + re.sub(r"[^A-Za-z0-9_-]+", "-", Path(args.file).stem).strip("-").lower()
 
@@ -104,7 +104,7 @@ def cmd_import_counts(args) -> int:
         try:
             return prepare(cache_dir() / "tasks" / name, data=str(args.file), seed=args.seed, name=name)
         except (OSError, ValueError) as exc:
-            from tasks.base import TaskError
+            from sia.tasks.base import TaskError
             raise TaskError(f"{args.file}: {exc}") from None
 
     task = load_made_task(make)
@@ -113,7 +113,7 @@ def cmd_import_counts(args) -> int:
 
 
 def read_submission(path: Path, columns: tuple[str, str]) -> dict[str, str]:
-    from cli.main import CLIError
+    from sia.cli.main import CLIError
 
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -126,12 +126,12 @@ def read_submission(path: Path, columns: tuple[str, str]) -> dict[str, str]:
 
 
 def cmd_eval(args) -> int:
-    from cli.main import CLIError
-    from graph.config import RunConfig
-    from sandbox.runner import SubprocessSandbox
-    from tasks.base import TaskError
-    from tasks.evaluator import score_items
-    from tasks.registry import resolve_task
+    from sia.cli.main import CLIError
+    from sia.graph.config import RunConfig
+    from sia.sandbox.runner import SubprocessSandbox
+    from sia.tasks.base import TaskError
+    from sia.tasks.evaluator import score_items
+    from sia.tasks.registry import resolve_task
 
     try:
         task = resolve_task(args.task or args.task_dir)
@@ -159,9 +159,9 @@ def eval_output(task, rows: list[dict], submission: Path, split: str) -> int:
     import shutil
     import tempfile
 
-    from cli.main import CLIError
-    from graph.config import RunConfig
-    from sandbox.runner import SubprocessSandbox
+    from sia.cli.main import CLIError
+    from sia.graph.config import RunConfig
+    from sia.sandbox.runner import SubprocessSandbox
 
     if not submission.exists():
         raise CLIError(f"{submission}: no such file or folder")

@@ -19,25 +19,22 @@ reuses the recorded rollouts (rows come only from the probed scaffold's calls).
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from finetune.config import FinetuneConfig  # noqa: E402
-from finetune.records import sft_rows  # noqa: E402
-from graph.config import RunConfig  # noqa: E402
-from graph.state import Candidate  # noqa: E402
-from nodes.common import sha  # noqa: E402
-from nodes.edits import LIBRARY, apply_edit  # noqa: E402
-from nodes.evaluation import evaluate  # noqa: E402
-from nodes.keep_best import item_scores  # noqa: E402
-from nodes.services import Services  # noqa: E402
-from tasks.registry import resolve_task  # noqa: E402
+from sia.finetune.config import FinetuneConfig
+from sia.finetune.records import sft_rows
+from sia.graph.config import RunConfig
+from sia.graph.state import Candidate
+from sia.nodes.common import sha
+from sia.nodes.edits import LIBRARY, apply_edit
+from sia.nodes.evaluation import evaluate
+from sia.nodes.keep_best import item_scores
+from sia.nodes.services import Services
+from sia.tasks.registry import resolve_task
 
 
 def wins_losses(candidate: list[dict], base: list[dict]) -> dict:

@@ -3,12 +3,12 @@ stream it, printing each node's update. `python examples/run_loop.py [RUN_ID]`."
 
 import sys
 
-from checkpoints.paths import RunPaths, write_json_atomic
-from checkpoints.saver import open_saver
-from graph.config import RunConfig
-from graph.context import RunContext
-from graph.graph import build_graph
-from graph.state import SIAInput
+from sia.checkpoints.paths import RunPaths, write_json_atomic
+from sia.checkpoints.saver import open_saver
+from sia.graph.config import RunConfig
+from sia.graph.context import RunContext
+from sia.graph.graph import build_graph
+from sia.graph.state import SIAInput
 
 run_id = sys.argv[1] if len(sys.argv) > 1 else "example"
 config = RunConfig()

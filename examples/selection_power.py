@@ -13,16 +13,13 @@ stopping.
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nodes.keep_best import KeepBestConfig, keep_best  # noqa: E402
+from sia.nodes.keep_best import KeepBestConfig, keep_best
 
 
 def acceptance_rate(n_items: int, wins: float, losses: float, cfg: KeepBestConfig, trials: int, seed: int = 0) -> float:

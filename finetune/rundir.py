@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from finetune.config import FinetuneConfig
+from sia.finetune.config import FinetuneConfig
 
 CHECKPOINT_FILES = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.pt")
 FINGERPRINT_FILE = "run_fingerprint.json"

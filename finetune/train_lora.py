@@ -1,4 +1,4 @@
-"""LoRA SFT in its own process: `python -m finetune.train_lora --dataset D.jsonl --base MODEL_DIR
+"""LoRA SFT in its own process: `python -m sia.finetune.train_lora --dataset D.jsonl --base MODEL_DIR
 --out OUT [--config CONFIG.json]`.
 
 Stdout carries only JSON event lines (`start`, `loaded`, `train_begin`, `train_step`, `done`,
@@ -21,9 +21,9 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from finetune.config import FinetuneConfig, describe_errors
-from finetune.dataset import DatasetError, load_sft_rows
-from finetune.rundir import fingerprint, lock_run_dir, prepare_resume, save_adapter_atomically, write_json_atomically
+from sia.finetune.config import FinetuneConfig, describe_errors
+from sia.finetune.dataset import DatasetError, load_sft_rows
+from sia.finetune.rundir import fingerprint, lock_run_dir, prepare_resume, save_adapter_atomically, write_json_atomically
 
 
 class _Events:
@@ -187,7 +187,7 @@ def train(dataset: Path, base: Path, out: Path, config: FinetuneConfig, events: 
         model, tokenizer, peft_config = _load_trl(base, config)
     _align_special_tokens(model, tokenizer)
 
-    from gateway.model_store import use_bf16
+    from sia.gateway.model_store import use_bf16
 
     bf16 = use_bf16(config.precision)
     args = SFTConfig(
@@ -244,7 +244,7 @@ def train(dataset: Path, base: Path, out: Path, config: FinetuneConfig, events: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m finetune.train_lora", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sia.finetune.train_lora", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, required=True, help="JSONL with messages + completion rows")
     parser.add_argument("--base", type=Path, required=True, help="local model directory (safetensors)")
     parser.add_argument("--out", type=Path, required=True, help="run directory: adapter, summary, checkpoints")

@@ -1,6 +1,6 @@
 """Parent-side interface to LoRA training.
 
-`SubprocessTrainer` runs `python -m finetune.train_lora` in a child process (its own session,
+`SubprocessTrainer` runs `python -m sia.finetune.train_lora` in a child process (its own session,
 so it can be killed as a group), relays its JSON progress events to a callback and returns
 the run summary. Nothing heavy is imported here: torch, TRL and Unsloth only ever load in
 the child. Calling `train` again with the same arguments after a crash or a kill resumes
@@ -19,9 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from finetune.config import FinetuneConfig
+from sia.finetune.config import FinetuneConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_NAME = "finetune_config.json"
 LOG_NAME = "train.log"
 SUMMARY_NAME = "train_summary.json"
@@ -81,13 +80,12 @@ class SubprocessTrainer:
         self.process: subprocess.Popen | None = None
 
     def command(self, dataset: Path, base: Path, out: Path) -> list[str]:
-        return [self.python, "-m", "finetune.train_lora", "--dataset", str(dataset), "--base", str(base),
+        return [self.python, "-m", "sia.finetune.train_lora", "--dataset", str(dataset), "--base", str(base),
                 "--out", str(out), "--config", str(out / CONFIG_NAME)]
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.extra_env)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -113,7 +111,7 @@ class SubprocessTrainer:
         with log_path.open("ab") as log:
             log_start = log.tell()
             self.process = subprocess.Popen(
-                self.command(dataset, base, out), cwd=REPO_ROOT, env=self._env(), stdin=subprocess.DEVNULL,
+                self.command(dataset, base, out), env=self._env(), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=log, text=True, encoding="utf-8", errors="replace",
                 bufsize=1, start_new_session=True, preexec_fn=_die_with_parent,
             )

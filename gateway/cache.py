@@ -15,7 +15,7 @@ import json
 import threading
 from collections import OrderedDict
 
-from gateway.protocol import ChatRequest, Completion
+from sia.gateway.protocol import ChatRequest, Completion
 
 
 def greedy_key(request: ChatRequest) -> str | None:

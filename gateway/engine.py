@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import transformers
 
-from gateway.greedy import GreedyDecoder, forced_rest
-from gateway.protocol import ChatRequest, Completion
+from sia.gateway.greedy import GreedyDecoder, forced_rest
+from sia.gateway.protocol import ChatRequest, Completion
 
 
 class _GrammarMask(transformers.LogitsProcessor):
@@ -108,7 +108,7 @@ class Engine:
 
     @classmethod
     def load(cls, name: str, path: Path | None = None, adapter: Path | None = None, precision: str = "auto") -> "Engine":
-        from gateway.model_store import load_model
+        from sia.gateway.model_store import load_model
 
         model, tokenizer = load_model(path, adapter, precision)
         return cls(model, tokenizer, name)

@@ -8,7 +8,7 @@ import os
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from gateway.protocol import ChatRequest, Completion
+from sia.gateway.protocol import ChatRequest, Completion
 
 
 class RemoteBackend:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Protocol
 
-from gateway.protocol import ChatRequest, Completion
+from sia.gateway.protocol import ChatRequest, Completion
 
 
 @dataclass

@@ -14,10 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from finetune.config import FinetuneConfig
-from gateway.model_store import EMBEDDED_MODEL_NAME, Precision
-from nodes.keep_best import KeepBestConfig
-from sandbox.limits import SandboxLimits
+from sia.finetune.config import FinetuneConfig
+from sia.gateway.model_store import EMBEDDED_MODEL_NAME, Precision
+from sia.nodes.keep_best import KeepBestConfig
+from sia.sandbox.limits import SandboxLimits
 
 
 class RoleConfig(BaseModel):

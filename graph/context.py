@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graph.config import RunConfig
+from sia.graph.config import RunConfig
 
 
 @dataclass
@@ -18,7 +18,7 @@ class RunContext:
 
 def services(runtime, run_id: str):
     """The Services of this invocation (injected ones, else the real ones for `run_id`)."""
-    from nodes.services import services_for
+    from sia.nodes.services import services_for
 
     ctx = getattr(runtime, "context", None) or RunContext()
     if ctx.services is not None:

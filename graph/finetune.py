@@ -2,10 +2,10 @@
 
 from langgraph.graph import END, START, StateGraph
 
-from graph.context import RunContext
-from graph.state import FinetuneState, SubgraphOutput
-from nodes.finetune import build_dataset, promote_adapter, score_adapter, train_adapter
-from nodes.routing import after_finetune_step
+from sia.graph.context import RunContext
+from sia.graph.state import FinetuneState, SubgraphOutput
+from sia.nodes.finetune import build_dataset, promote_adapter, score_adapter, train_adapter
+from sia.nodes.routing import after_finetune_step
 
 builder = StateGraph(FinetuneState, context_schema=RunContext, output_schema=SubgraphOutput)
 builder.add_node("build_dataset", build_dataset)

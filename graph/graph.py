@@ -6,15 +6,15 @@
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import RetryPolicy
 
-from graph.context import RunContext
-from graph.finetune import finetune_graph
-from graph.scaffold_rewrite import scaffold_rewrite_graph
-from graph.state import SIAInput, SIAState
-from nodes.feedback import feedback
-from nodes.finish import finish
-from nodes.meta import meta
-from nodes.routing import after_feedback
-from nodes.task import task
+from sia.graph.context import RunContext
+from sia.graph.finetune import finetune_graph
+from sia.graph.scaffold_rewrite import scaffold_rewrite_graph
+from sia.graph.state import SIAInput, SIAState
+from sia.nodes.feedback import feedback
+from sia.nodes.finish import finish
+from sia.nodes.meta import meta
+from sia.nodes.routing import after_feedback
+from sia.nodes.task import task
 
 # Transient failures (a gateway or endpoint hiccup) are retried; bad input is not.
 transient = RetryPolicy(max_attempts=2, retry_on=(ConnectionError, TimeoutError))

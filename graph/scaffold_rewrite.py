@@ -2,10 +2,10 @@
 
 from langgraph.graph import END, START, StateGraph
 
-from graph.context import RunContext
-from graph.state import ScaffoldRewriteState, SubgraphOutput
-from nodes.routing import after_propose, after_validate
-from nodes.scaffold_rewrite import accept_scaffold, give_up_scaffold, propose_scaffold, validate_scaffold
+from sia.graph.context import RunContext
+from sia.graph.state import ScaffoldRewriteState, SubgraphOutput
+from sia.nodes.routing import after_propose, after_validate
+from sia.nodes.scaffold_rewrite import accept_scaffold, give_up_scaffold, propose_scaffold, validate_scaffold
 
 builder = StateGraph(ScaffoldRewriteState, context_schema=RunContext, output_schema=SubgraphOutput)
 builder.add_node("propose_scaffold", propose_scaffold)

@@ -7,9 +7,9 @@ import difflib
 import hashlib
 from pathlib import Path
 
-from checkpoints.paths import write_text_atomic
-from graph.state import Candidate, GenerationResult
-from tasks.registry import resolve_task
+from sia.checkpoints.paths import write_text_atomic
+from sia.graph.state import Candidate, GenerationResult
+from sia.tasks.registry import resolve_task
 
 
 def load_task(state):

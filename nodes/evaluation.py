@@ -17,12 +17,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from checkpoints.paths import write_json_atomic, write_text_atomic
-from gateway.server import CallScope
-from graph.state import Candidate
-from sandbox.files import UnsafeOutput, read_child_file
-from tasks.base import Task
-from tasks.evaluator import score_output
+from sia.checkpoints.paths import write_json_atomic, write_text_atomic
+from sia.gateway.server import CallScope
+from sia.graph.state import Candidate
+from sia.sandbox.files import UnsafeOutput, read_child_file
+from sia.tasks.base import Task
+from sia.tasks.evaluator import score_output
 
 
 class ProtectedFilesChanged(RuntimeError):

@@ -7,13 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from checkpoints.paths import write_text_atomic
-from graph.context import services
-from graph.state import SIAState
-from nodes import prompts
-from nodes.common import emit, failures_text
-from nodes.llm import LLMOutputError
-from nodes.policies import choose_lever
+from sia.checkpoints.paths import write_text_atomic
+from sia.graph.context import services
+from sia.graph.state import SIAState
+from sia.nodes import prompts
+from sia.nodes.common import emit, failures_text
+from sia.nodes.llm import LLMOutputError
+from sia.nodes.policies import choose_lever
 
 
 class FeedbackDecision(BaseModel):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 
-from checkpoints.paths import write_json_atomic, write_text_atomic
-from finetune.records import sft_rows
-from finetune.trainer import TrainingFailed
-from graph.context import services
-from graph.state import Candidate, FinetuneState
-from nodes.common import emit, lever_failed, load_task
-from nodes.evaluation import evaluate
-from nodes.task import judge
+from sia.checkpoints.paths import write_json_atomic, write_text_atomic
+from sia.finetune.records import sft_rows
+from sia.finetune.trainer import TrainingFailed
+from sia.graph.context import services
+from sia.graph.state import Candidate, FinetuneState
+from sia.nodes.common import emit, lever_failed, load_task
+from sia.nodes.evaluation import evaluate
+from sia.nodes.task import judge
 
 
 def _failed(state: FinetuneState, svc, note: str, selection: float | None = None, error: bool = True) -> dict:

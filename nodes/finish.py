@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from checkpoints.paths import write_json_atomic, write_text_atomic
-from graph.context import services
-from graph.state import SIAState
+from sia.checkpoints.paths import write_json_atomic, write_text_atomic
+from sia.graph.context import services
+from sia.graph.state import SIAState
 
 
 def finish(state: SIAState, runtime) -> dict:

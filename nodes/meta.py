@@ -11,12 +11,12 @@ from typing import Literal
 
 from pydantic import BaseModel, create_model
 
-from graph.context import services
-from graph.state import SIAState
-from nodes import prompts
-from nodes.common import emit, load_task, read, write_scaffold
-from nodes.edits import apply_edit, available_edits
-from nodes.llm import LLMOutputError
+from sia.graph.context import services
+from sia.graph.state import SIAState
+from sia.nodes import prompts
+from sia.nodes.common import emit, load_task, read, write_scaffold
+from sia.nodes.edits import apply_edit, available_edits
+from sia.nodes.llm import LLMOutputError
 
 
 MENU_SIZE = 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from graph.state import Lever, SIAState
+from sia.graph.state import Lever, SIAState
 
 
 def _alternate(state: SIAState, llm_lever: Lever | None) -> Lever:

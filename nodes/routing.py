@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from graph.state import FinetuneState, ScaffoldRewriteState, SIAState
+from sia.graph.state import FinetuneState, ScaffoldRewriteState, SIAState
 
 
 def after_feedback(state: SIAState) -> Literal["scaffold_rewrite", "finetune", "finish"]:

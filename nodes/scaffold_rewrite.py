@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import ast
 
-from graph.context import services
-from graph.state import Candidate, ScaffoldRewriteState
-from nodes import prompts
-from nodes.common import emit, failures_text, lever_failed, load_task, read, sha, write_scaffold
-from nodes.edits import apply_edit
-from nodes.evaluation import evaluate
-from nodes.llm import LLMOutputError
-from nodes.meta import choose_edit
+from sia.graph.context import services
+from sia.graph.state import Candidate, ScaffoldRewriteState
+from sia.nodes import prompts
+from sia.nodes.common import emit, failures_text, lever_failed, load_task, read, sha, write_scaffold
+from sia.nodes.edits import apply_edit
+from sia.nodes.evaluation import evaluate
+from sia.nodes.llm import LLMOutputError
+from sia.nodes.meta import choose_edit
 
 
 def propose_scaffold(state: ScaffoldRewriteState, runtime) -> dict:

@@ -12,21 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from checkpoints.paths import RunPaths
-from checkpoints.rundb import RunDB
-from finetune.trainer import SubprocessTrainer, Trainer
-from gateway.model_store import safetensors_dir
-from gateway.server import Backend, CallScope, Gateway
-from graph.config import RoleConfig, RunConfig
-from nodes.llm import RoleLLM, chat_model
-from sandbox.runner import SandboxRunner, SubprocessSandbox
+from sia.checkpoints.paths import RunPaths
+from sia.checkpoints.rundb import RunDB
+from sia.finetune.trainer import SubprocessTrainer, Trainer
+from sia.gateway.model_store import safetensors_dir
+from sia.gateway.server import Backend, CallScope, Gateway
+from sia.graph.config import RoleConfig, RunConfig
+from sia.nodes.llm import RoleLLM, chat_model
+from sia.sandbox.runner import SandboxRunner, SubprocessSandbox
 
 
 def embedded_backends(paths: RunPaths, precision: str, cache_entries: int) -> Callable[[str | None], Backend]:
     """base + adapter version -> a loaded Engine (kept: a 135M model is ~0.5 GB) behind its greedy cache."""
-    from gateway.cache import GreedyCache
-    from gateway.engine import Engine
-    from gateway.model_store import EMBEDDED_MODEL_NAME
+    from sia.gateway.cache import GreedyCache
+    from sia.gateway.engine import Engine
+    from sia.gateway.model_store import EMBEDDED_MODEL_NAME
 
     engines: dict[str | None, GreedyCache] = {}
     lock = threading.Lock()
@@ -91,7 +91,7 @@ class Services:
         if config.target.embedded:
             backend_for = embedded_backends(paths, config.gateway.precision, config.gateway.greedy_cache_entries)
         else:
-            from gateway.remote import RemoteBackend
+            from sia.gateway.remote import RemoteBackend
 
             remote = RemoteBackend(config.target.base_url, config.target.model, config.target.api_key_env)
             backend_for = lambda adapter: remote  # noqa: E731  (no weights lever for a remote target)

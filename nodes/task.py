@@ -6,12 +6,12 @@ those too only with `report_rejected`, since neither score could change anything
 
 from __future__ import annotations
 
-from checkpoints.paths import write_json_atomic, write_text_atomic
-from graph.context import services
-from graph.state import GenerationResult, SIAState
-from nodes.common import elapsed, emit, load_task
-from nodes.evaluation import ProtectedFilesChanged, evaluate, items_jsonl
-from nodes.keep_best import Verdict, item_scores, keep_best
+from sia.checkpoints.paths import write_json_atomic, write_text_atomic
+from sia.graph.context import services
+from sia.graph.state import GenerationResult, SIAState
+from sia.nodes.common import elapsed, emit, load_task
+from sia.nodes.evaluation import ProtectedFilesChanged, evaluate, items_jsonl
+from sia.nodes.keep_best import Verdict, item_scores, keep_best
 
 
 def judge(svc, task_, state, selection_items: list[dict]) -> Verdict:

@@ -3,8 +3,8 @@
 See `sandbox.runner` for what is and is not isolated.
 """
 
-from sandbox.limits import SandboxLimits
-from sandbox.runner import (
+from sia.sandbox.limits import SandboxLimits
+from sia.sandbox.runner import (
     SandboxResult,
     SandboxRunner,
     SubprocessSandbox,

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from sandbox.limits import SandboxLimits
-from sandbox.netns import NetJail, setns
+from sia.sandbox.limits import SandboxLimits
+from sia.sandbox.netns import NetJail, setns
 
 log = logging.getLogger(__name__)
 

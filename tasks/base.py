@@ -28,7 +28,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sandbox.files import UnsafeOutput, read_child_file
+from sia.sandbox.files import UnsafeOutput, read_child_file
 
 SPLITS = ("feedback", "selection", "test")
 

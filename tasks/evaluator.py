@@ -16,9 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sandbox.files import UnsafeOutput, read_child_file
-from sandbox.limits import SandboxLimits
-from tasks.base import Task, TaskError
+from sia.sandbox.files import UnsafeOutput, read_child_file
+from sia.sandbox.limits import SandboxLimits
+from sia.tasks.base import Task, TaskError
 
 
 class EvaluatorError(TaskError):

@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tasks.base import TaskError, writing_task_folder
+from sia.tasks.base import TaskError, writing_task_folder
 
 REFERENCE_AGENT = Path(__file__).parent / "lawbench_mini" / "reference_agent.py"
 METRICS = ("accuracy",)

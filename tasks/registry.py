@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.model_store import cache_dir
-from tasks.base import Task, TaskError
-from tasks.sia_folder import SIAFolderTask, is_sia_folder
-from tasks.lawbench.prepare import prepare as prepare_lawbench
-from tasks.lawbench_mini.prepare import REFERENCE_AGENT as LAWBENCH_MINI_AGENT
-from tasks.lawbench_mini.prepare import SPEC as LAWBENCH_MINI_SPEC
-from tasks.lawbench_mini.prepare import prepare as prepare_lawbench_mini
-from tasks.scrna_denoise.prepare import REFERENCE_AGENT as SCRNA_AGENT
-from tasks.scrna_denoise.prepare import prepare as prepare_scrna_denoise
-from tasks.spaceship_titanic.prepare import prepare as prepare_spaceship_titanic
+from sia.gateway.model_store import cache_dir
+from sia.tasks.base import Task, TaskError
+from sia.tasks.sia_folder import SIAFolderTask, is_sia_folder
+from sia.tasks.lawbench.prepare import prepare as prepare_lawbench
+from sia.tasks.lawbench_mini.prepare import REFERENCE_AGENT as LAWBENCH_MINI_AGENT
+from sia.tasks.lawbench_mini.prepare import SPEC as LAWBENCH_MINI_SPEC
+from sia.tasks.lawbench_mini.prepare import prepare as prepare_lawbench_mini
+from sia.tasks.scrna_denoise.prepare import REFERENCE_AGENT as SCRNA_AGENT
+from sia.tasks.scrna_denoise.prepare import prepare as prepare_scrna_denoise
+from sia.tasks.spaceship_titanic.prepare import prepare as prepare_spaceship_titanic
 
 BUILTIN = {"lawbench-mini": prepare_lawbench_mini, "lawbench": prepare_lawbench,
            "spaceship-titanic": prepare_spaceship_titanic, "scrna-denoise": prepare_scrna_denoise}

@@ -32,9 +32,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sandbox.files import UnsafeOutput, copy_child_tree, read_child_file
-from tasks.base import Task, TaskError
-from tasks.evaluator import EvaluatorError, finite_number, run_timed
+from sia.sandbox.files import UnsafeOutput, copy_child_tree, read_child_file
+from sia.tasks.base import Task, TaskError
+from sia.tasks.evaluator import EvaluatorError, finite_number, run_timed
 
 
 class SIAFolderSpec(BaseModel):

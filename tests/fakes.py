@@ -41,11 +41,11 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from pydantic import Field
 
-from finetune.trainer import SUMMARY_NAME, TrainingFailed
-from gateway.protocol import ChatRequest, Completion
-from gateway.model_store import EMBEDDED_MODEL_NAME
-from graph.config import RunConfig
-from nodes.llm import RoleLLM
+from sia.finetune.trainer import SUMMARY_NAME, TrainingFailed
+from sia.gateway.protocol import ChatRequest, Completion
+from sia.gateway.model_store import EMBEDDED_MODEL_NAME
+from sia.graph.config import RunConfig
+from sia.nodes.llm import RoleLLM
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_AGENT = REPO / "tasks" / "lawbench_mini" / "reference_agent.py"
@@ -286,7 +286,7 @@ def fake_services(tmp_path: Path, run_id: str, meta_replies: list[str] | RoleLLM
     """Services for `run_id` with fake backends, a FakeTrainer and scripted meta/feedback LLMs
     (pass a RoleLLM instead of a reply list to choose one yourself). `overrides` replace any
     Services field (trainer=FakeTrainer(fail=True), backend_for=..., clock=...)."""
-    from nodes.services import Services
+    from sia.nodes.services import Services
 
     def as_llm(replies, writes_code):
         return replies if isinstance(replies, RoleLLM) else scripted_llm(list(replies), writes_code)
@@ -315,8 +315,8 @@ def run_graph(services, inputs, checkpointer=None, trace: list[str] | None = Non
     """Run the real graph to the end with `services` injected; returns the final state values.
     With a `trace` list, every node that ran is appended to it in order, subgraph nodes as
     "subgraph:node" (e.g. "scaffold_rewrite:propose_scaffold"), then the subgraph node itself."""
-    from graph.context import RunContext
-    from graph.graph import build_graph
+    from sia.graph.context import RunContext
+    from sia.graph.graph import build_graph
 
     graph = build_graph(checkpointer)
     final: dict = {}

@@ -1,7 +1,7 @@
 """Baselines on the lawbench test ids: a classical text classifier (character 1-2-gram TF-IDF
 with a multinomial logistic regression) trained on the training split only.
 
-    python -m tasks.lawbench.baselines            # prints test accuracy and time
+    python -m sia.tasks.lawbench.baselines            # prints test accuracy and time
 
 Deterministic (seeded); about a minute on 2 CPU cores. A scaffold may use the same idea as a
 tool (retrieval or a classifier over train.csv) before or instead of asking the model.
@@ -63,7 +63,7 @@ class TfidfLogReg:
 
 
 def main() -> None:
-    from tasks.registry import resolve_task
+    from sia.tasks.registry import resolve_task
 
     task = resolve_task("lawbench")
     splits = task.splits()

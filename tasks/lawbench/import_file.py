@@ -15,8 +15,8 @@ import random
 import re
 from pathlib import Path
 
-from tasks.base import TaskError
-from tasks.lawbench.prepare import REFERENCE_AGENT, lay_out
+from sia.tasks.base import TaskError
+from sia.tasks.lawbench.prepare import REFERENCE_AGENT, lay_out
 
 _PREFIX = re.compile(r"^\s*罪名\s*[:：]\s*")
 

@@ -15,8 +15,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from gateway.model_store import cache_dir, fetch_wheel
-from tasks.base import writing_task_folder
+from sia.gateway.model_store import cache_dir, fetch_wheel
+from sia.tasks.base import writing_task_folder
 
 WHEEL = "sia-agent==0.6.0"
 PREFIX = "sia/tasks/lawbench/data/"

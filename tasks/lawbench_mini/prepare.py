@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from tasks.lawbench.prepare import lay_out, read_split
+from sia.tasks.lawbench.prepare import lay_out, read_split
 
 N_LABELS, TEXT_CHARS = 12, 150
 _CLAUSE = re.compile(r"(指控|查明)[，,:：]?")

@@ -1,8 +1,8 @@
 """Scoring entry point: `score(denoised, train, test)`, and a CLI that scores the reference
 solutions on the celltypist sample or on simulated counts:
 
-    python -m tasks.scrna_denoise.evaluate --data celltypist --solution all
-    python -m tasks.scrna_denoise.evaluate --data simulated --solution magic --seed 0
+    python -m sia.tasks.scrna_denoise.evaluate --data celltypist --solution all
+    python -m sia.tasks.scrna_denoise.evaluate --data simulated --solution magic --seed 0
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.base import writing_task_folder
-from tasks.scrna_denoise.data import Counts, load_celltypist_sample, load_counts, simulate_counts
-from tasks.scrna_denoise.split import split_molecules
+from sia.tasks.base import writing_task_folder
+from sia.tasks.scrna_denoise.data import Counts, load_celltypist_sample, load_counts, simulate_counts
+from sia.tasks.scrna_denoise.split import split_molecules
 
 HERE = Path(__file__).parent
 FOLDER = HERE / "folder"

@@ -11,9 +11,9 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from gateway.model_store import cache_dir, fetch_wheel
-from tasks.lawbench.prepare import WHEEL
-from tasks.mlebench import import_mlebench_tree
+from sia.gateway.model_store import cache_dir, fetch_wheel
+from sia.tasks.lawbench.prepare import WHEEL
+from sia.tasks.mlebench import import_mlebench_tree
 
 PREFIX = "sia/tasks/spaceship-titanic/data/"
 HERE = Path(__file__).parent

@@ -1,6 +1,6 @@
 """GPU check: the harness's timings against a direct CUDA-event timing of the same calls.
 
-    python -m tasks.trimul.gpu_check [--repeats 10] [--warmup 3] [--json results.json]
+    python -m sia.tasks.trimul.gpu_check [--repeats 10] [--warmup 3] [--json results.json]
 
 For the PyTorch reference and the Triton solution it (1) runs harness.benchmark (correctness on the
 test shapes, then per-shape CUDA-event means in a child process) and (2) imports the same solution
@@ -29,7 +29,7 @@ def geomean(xs):
 
 def time_direct(kernel, shapes, warmup: int, repeats: int, seed: int) -> list[float]:
     """Mean µs per shape of kernel(inputs) between two CUDA events, on the harness's seeds."""
-    from tasks.trimul.reference import make_inputs
+    from sia.tasks.trimul.reference import make_inputs
     means = []
     for shape in shapes:
         inputs = make_inputs(**shape, seed=seed, device="cuda")
@@ -56,7 +56,7 @@ def shape_text(s: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tasks.trimul.gpu_check", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sia.tasks.trimul.gpu_check", description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--seed", type=int, default=1000)
@@ -64,12 +64,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device on this machine, so nothing was timed and no number is reported.\n"
-              "Run `python -m tasks.trimul.gpu_check` on a machine with an NVIDIA GPU; on CPU use\n"
-              "`python -m tasks.trimul.harness SOLUTION.py` for correctness (Triton in its interpreter).")
+              "Run `python -m sia.tasks.trimul.gpu_check` on a machine with an NVIDIA GPU; on CPU use\n"
+              "`python -m sia.tasks.trimul.harness SOLUTION.py` for correctness (Triton in its interpreter).")
         return 2
     os.environ.pop("TRITON_INTERPRET", None)  # compiled Triton for the solutions imported here
-    from tasks.trimul import harness
-    from tasks.trimul.run_solution import load_solution
+    from sia.tasks.trimul import harness
+    from sia.tasks.trimul.run_solution import load_solution
 
     print(f"gpu_check on {torch.cuda.get_device_name()} (torch {torch.__version__}), "
           f"warm-up {args.warmup}, repeats {args.repeats}")

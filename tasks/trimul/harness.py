@@ -1,7 +1,7 @@
 """Correctness check and GPU benchmark for TriMul solutions.
 
 A solution is a Python file defining `custom_kernel(inputs) -> output` (see README.md). It is only
-ever imported in a child process (`python -m tasks.trimul.run_solution`, own session, killed on
+ever imported in a child process (`python -m sia.tasks.trimul.run_solution`, own session, killed on
 timeout), never in the caller:
 
 * check(): the child writes each output to a file; the caller builds the same inputs, runs the
@@ -25,10 +25,9 @@ from pathlib import Path
 
 import torch
 
-from tasks.trimul.reference import make_inputs, reference_kernel
-from tasks.trimul.tolerance import compare
+from sia.tasks.trimul.reference import make_inputs, reference_kernel
+from sia.tasks.trimul.tolerance import compare
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = Path(__file__).resolve().parent / "solutions"
 
 
@@ -61,14 +60,13 @@ def _run_child(args: list[str], device: str, timeout: float) -> tuple[int | None
     """Run run_solution in its own session; (returncode or None on timeout, output tail). Its process
     group is killed when it ends or times out (a grandchild that calls setsid itself escapes that)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     if device == "cpu":
         env["TRITON_INTERPRET"] = "1"  # Triton kernels run in its NumPy interpreter on CPU tensors
     else:
         env.pop("TRITON_INTERPRET", None)
     # Output goes to a file, not a pipe: a grandchild that keeps the pipe open can't stall us.
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tasks.trimul.run_solution", *args], cwd=REPO_ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "sia.tasks.trimul.run_solution", *args],
                                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         deadline, finished = time.monotonic() + timeout, False
@@ -186,7 +184,7 @@ def benchmark(solution: str | os.PathLike, shapes=BENCHMARK_SHAPES, check_shapes
 
 def main(argv=None) -> int:
     import argparse
-    p = argparse.ArgumentParser(prog="python -m tasks.trimul.harness", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sia.tasks.trimul.harness", description=__doc__.split("\n")[0])
     p.add_argument("solution", help="path to a solution .py defining custom_kernel(inputs)")
     p.add_argument("--benchmark", action="store_true", help="also time it (CUDA only)")
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
 """Child process of the harness: the only place a solution module is ever imported.
 
-    python -m tasks.trimul.run_solution check --solution F --cases CASES.json --outdir D --device cpu
-    python -m tasks.trimul.run_solution bench --solution F --shapes SHAPES.json --out R.json
+    python -m sia.tasks.trimul.run_solution check --solution F --cases CASES.json --outdir D --device cpu
+    python -m sia.tasks.trimul.run_solution bench --solution F --shapes SHAPES.json --out R.json
                                               [--warmup W] [--repeats R] [--seed S]
 
 check: for case k it writes D/case_{k}.pt (the output tensor, moved to CPU) or D/case_{k}.error.txt;
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from tasks.trimul.reference import make_inputs, reference_kernel
-from tasks.trimul.tolerance import compare
+from sia.tasks.trimul.reference import make_inputs, reference_kernel
+from sia.tasks.trimul.tolerance import compare
 
 
 def load_solution(path: str):
@@ -109,7 +109,7 @@ def run_bench(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tasks.trimul.run_solution")
+    p = argparse.ArgumentParser(prog="python -m sia.tasks.trimul.run_solution")
     sub = p.add_subparsers(dest="mode", required=True)
     c = sub.add_parser("check")
     c.add_argument("--solution", required=True)

@@ -16,12 +16,12 @@ import json
 import time
 from pathlib import Path
 
-from checkpoints.paths import RunPaths
-from checkpoints.saver import open_saver
-from graph.context import RunContext
-from graph.graph import build_graph
-from graph.state import SIAInput
-from sandbox.runner import SubprocessSandbox
+from sia.checkpoints.paths import RunPaths
+from sia.checkpoints.saver import open_saver
+from sia.graph.context import RunContext
+from sia.graph.graph import build_graph
+from sia.graph.state import SIAInput
+from sia.sandbox.runner import SubprocessSandbox
 from tests.fakes import fake_config, fake_services, scripted_llm
 
 FEEDBACK_REPLY = '{"diagnosis": "always the first label", "lever": "scaffold", "edit": "retrieved-shots-2"}'
@@ -74,7 +74,7 @@ def main() -> None:
                          finetune={"max_steps": 8, "save_steps": 2, "batch_size": 2, "min_examples": 2})
     overrides = {"sandbox": LoggingSandbox()}
     if args.real_trainer:
-        from finetune.trainer import SubprocessTrainer
+        from sia.finetune.trainer import SubprocessTrainer
 
         overrides["trainer"] = SubprocessTrainer()
     svc = fake_services(args.runs.parent, args.run_id, meta, feedback, config=config, **overrides)

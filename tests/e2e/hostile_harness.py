@@ -42,8 +42,8 @@ from pathlib import Path
 
 import pytest
 
-from checkpoints.saver import open_saver
-from graph.state import SIAInput
+from sia.checkpoints.saver import open_saver
+from sia.graph.state import SIAInput
 from tests.fakes import (fake_config, fake_model_cache, fake_services, make_tiny_task,
                          prompts_sent, run_graph, shutdown)
 

@@ -8,9 +8,9 @@ import sqlite3
 
 import pytest
 
-from graph.config import RunConfig
-from graph.state import SIAInput
-from nodes.services import Services
+from sia.graph.config import RunConfig
+from sia.graph.state import SIAInput
+from sia.nodes.services import Services
 from tests.fakes import make_tiny_task, run_graph, shutdown
 
 pytestmark = pytest.mark.slow

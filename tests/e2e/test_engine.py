@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.protocol import ChatRequest
+from sia.gateway.protocol import ChatRequest
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def label_schema(labels: list[str]) -> dict:
 
 @pytest.fixture(scope="module")
 def engine():
-    from gateway.engine import Engine
+    from sia.gateway.engine import Engine
 
     return Engine.load("smollm2", precision="fp32")
 

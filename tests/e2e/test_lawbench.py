@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from graph.state import SIAInput
-from nodes.edits import LIBRARY, apply_edit
-from tasks.registry import REFERENCE_AGENTS, resolve_task
+from sia.graph.state import SIAInput
+from sia.nodes.edits import LIBRARY, apply_edit
+from sia.tasks.registry import REFERENCE_AGENTS, resolve_task
 from tests.fakes import fake_model_cache, fake_services, run_graph, shutdown
 
 

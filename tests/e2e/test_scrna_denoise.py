@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.scrna_denoise import metrics, references
-from tasks.scrna_denoise.data import load_celltypist_sample, load_counts, simulate_counts
-from tasks.scrna_denoise.evaluate import Scorer, score
-from tasks.scrna_denoise.split import split_molecules
+from sia.tasks.scrna_denoise import metrics, references
+from sia.tasks.scrna_denoise.data import load_celltypist_sample, load_counts, simulate_counts
+from sia.tasks.scrna_denoise.evaluate import Scorer, score
+from sia.tasks.scrna_denoise.split import split_molecules
 
 
 @pytest.fixture(scope="module")

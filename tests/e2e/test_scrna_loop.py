@@ -12,13 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from cli.main import main
-from graph.state import SIAInput
-from tasks.registry import resolve_task
-from tasks.scrna_denoise import references
-from tasks.scrna_denoise.data import simulate_counts
-from tasks.scrna_denoise.evaluate import score
-from tasks.scrna_denoise.prepare import REFERENCE_AGENT, prepare
+from sia.cli.main import main
+from sia.graph.state import SIAInput
+from sia.tasks.registry import resolve_task
+from sia.tasks.scrna_denoise import references
+from sia.tasks.scrna_denoise.data import simulate_counts
+from sia.tasks.scrna_denoise.evaluate import score
+from sia.tasks.scrna_denoise.prepare import REFERENCE_AGENT, prepare
 from tests.fakes import fake_services, prompts_sent, run_graph, scripted_llm, shutdown
 
 KNN_DENOISE = '''def denoise(counts: np.ndarray) -> np.ndarray:
@@ -160,7 +160,7 @@ def write_h5ad(path, counts: np.ndarray, layout: str) -> None:
 
 @pytest.mark.parametrize("layout", ["dense", "csr", "csc"])
 def test_h5ad_counts_are_read_from_anndatas_layout(tmp_path, layout):
-    from tasks.scrna_denoise.data import load_counts
+    from sia.tasks.scrna_denoise.data import load_counts
 
     counts, _ = simulate_counts(12, 40, seed=2)
     write_h5ad(tmp_path / "x.h5ad", counts, layout)

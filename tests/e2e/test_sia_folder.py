@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
-from graph.state import SIAInput
-from nodes.edits import LIBRARY, apply_edit
-from tasks.base import TaskError
-from tasks.evaluator import EvaluatorError
-from tasks.registry import resolve_task
-from tasks.sia_folder import SIAFolderTask
+from sia.cli.main import main
+from sia.graph.state import SIAInput
+from sia.nodes.edits import LIBRARY, apply_edit
+from sia.tasks.base import TaskError
+from sia.tasks.evaluator import EvaluatorError
+from sia.tasks.registry import resolve_task
+from sia.tasks.sia_folder import SIAFolderTask
 from tests.fakes import fake_services, make_sia_folder_task, prompts_sent, run_graph, shutdown
 
 NO_EDIT = json.dumps({"edit": "none"})

@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 
-from cli.main import main
-from graph.state import SIAInput
-from tasks.base import Task, TaskError
-from tasks.mlebench import import_mlebench
-from tasks.registry import resolve_task
+from sia.cli.main import main
+from sia.graph.state import SIAInput
+from sia.tasks.base import Task, TaskError
+from sia.tasks.mlebench import import_mlebench
+from sia.tasks.registry import resolve_task
 from tests.fakes import fake_model_cache, fake_services, run_graph, shutdown
 
 

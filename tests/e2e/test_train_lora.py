@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import FinetuneConfig
-from finetune.trainer import SubprocessTrainer, TrainingFailed
+from sia.finetune.config import FinetuneConfig
+from sia.finetune.trainer import SubprocessTrainer, TrainingFailed
 
 NAMES = ["Alice", "Bob", "Carol", "Dave", "Eve", "Frank", "Grace", "Heidi",
          "Ivan", "Judy", "Mallory", "Niaj", "Olivia", "Peggy", "Rupert", "Sybil"]
@@ -36,7 +36,7 @@ def write_dataset(path: Path, n: int = 16) -> Path:
 
 @pytest.fixture(scope="module")
 def base_dir() -> Path:
-    from gateway.model_store import safetensors_dir
+    from sia.gateway.model_store import safetensors_dir
 
     return safetensors_dir()
 
@@ -171,7 +171,7 @@ def test_bf16_training_and_serving(tmp_path, base_dir):
     import torch
     from safetensors.torch import load_file
 
-    from gateway.model_store import load_model
+    from sia.gateway.model_store import load_model
 
     summary = SubprocessTrainer(timeout_s=300).train(
         write_dataset(tmp_path / "train.jsonl"), base_dir, tmp_path / "run", FinetuneConfig(max_steps=4, precision="bf16"))

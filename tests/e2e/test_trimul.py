@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.trimul import gpu_check, harness
-from tasks.trimul.reference import HIDDEN, make_inputs, reference_kernel
-from tasks.trimul.tolerance import compare
+from sia.tasks.trimul import gpu_check, harness
+from sia.tasks.trimul.reference import HIDDEN, make_inputs, reference_kernel
+from sia.tasks.trimul.tolerance import compare
 
 SMALL = harness.TEST_SHAPES[:2]  # N=16, C=32: one unmasked normal, one masked cauchy
 

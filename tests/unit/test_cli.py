@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from checkpoints.paths import RunPaths, write_json_atomic
-from cli.main import main
-from cli.render import LiveView
-from graph.config import RunConfig
-from graph.state import GenerationResult, SIAInput
+from sia.checkpoints.paths import RunPaths, write_json_atomic
+from sia.cli.main import main
+from sia.cli.render import LiveView
+from sia.graph.config import RunConfig
+from sia.graph.state import GenerationResult, SIAInput
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def gen_row(n, lever, sel, test, accepted, note=""):
 @pytest.fixture
 def runs_dir(tmp_path):
     """Two runs: 'done' (finished, summary.json) and 'killed' (run.db rows only, no summary)."""
-    from checkpoints.rundb import RunDB
+    from sia.checkpoints.rundb import RunDB
 
     runs = tmp_path / "runs"
     rows = {"done": [gen_row(1, "meta", 0.25, 0.2, True, "reference agent"),
@@ -135,7 +135,7 @@ def test_run_with_a_missing_task_dir(capsys, tmp_path):
 
 
 def test_run_refuses_an_existing_run_id(capsys, runs_dir, monkeypatch):
-    monkeypatch.setattr("tasks.registry.resolve_task", lambda name: None)
+    monkeypatch.setattr("sia.tasks.registry.resolve_task", lambda name: None)
     code, _, err = run_cli(capsys, "run", "--task", "lawbench-mini", "--run-id", "done", "--runs-dir", str(runs_dir))
     assert code == 1 and "already exists" in err and "sia resume done" in err
 
@@ -159,10 +159,10 @@ class FakeGraph:
 
 
 def use_graph(monkeypatch, fake):
-    module = types.ModuleType("graph.graph")
+    module = types.ModuleType("sia.graph.graph")
     module.build_graph = lambda checkpointer=None: fake
-    monkeypatch.setitem(sys.modules, "graph.graph", module)
-    monkeypatch.setattr("tasks.registry.resolve_task", lambda name: None)
+    monkeypatch.setitem(sys.modules, "sia.graph.graph", module)
+    monkeypatch.setattr("sia.tasks.registry.resolve_task", lambda name: None)
 
 
 SCRIPT = [
@@ -271,7 +271,7 @@ def test_tasks_list_shows_builtin_and_prepared_tasks(capsys, tmp_path, monkeypat
 def test_eval_scores_a_submission_on_a_split(capsys, tmp_path, answer, split, expected):
     import csv
 
-    from tasks.base import Task
+    from sia.tasks.base import Task
     from tests.fakes import make_tiny_task
 
     task_dir = make_tiny_task(tmp_path / "tiny")
@@ -304,10 +304,10 @@ def lawbench_file(path: Path, n: int = 20) -> Path:
 def test_import_lawbench_makes_a_multilabel_task_scored_by_f1(capsys, tmp_path, monkeypatch):
     import csv
 
-    from tasks.base import Task
-    from tasks.evaluator import score_items
-    from sandbox.runner import SubprocessSandbox
-    from sandbox.limits import SandboxLimits
+    from sia.tasks.base import Task
+    from sia.tasks.evaluator import score_items
+    from sia.sandbox.runner import SubprocessSandbox
+    from sia.sandbox.limits import SandboxLimits
 
     monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
     code, out, _ = run_cli(capsys, "tasks", "import-lawbench", str(lawbench_file(tmp_path / "3-3.json")))

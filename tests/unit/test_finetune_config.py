@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from finetune.config import ALL_LINEAR, FinetuneConfig, describe_errors
+from sia.finetune.config import ALL_LINEAR, FinetuneConfig, describe_errors
 
 
 def test_defaults_are_the_cpu_profile():
@@ -23,7 +23,7 @@ def test_defaults_are_the_cpu_profile():
 @pytest.mark.parametrize("precision, native, expected", [
     ("auto", True, True), ("auto", False, False), ("fp32", True, False), ("bf16", False, True)])
 def test_precision_auto_follows_the_hardware(monkeypatch, precision, native, expected):
-    from gateway import model_store
+    from sia.gateway import model_store
 
     monkeypatch.setattr(model_store, "native_bf16", lambda: native)
     assert model_store.use_bf16(precision) is expected
@@ -41,7 +41,7 @@ CPUINFO = "model name\t: Test CPU\nflags\t\t: fpu avx512f {extra}\n"
 def test_auto_precision_times_bf16_against_fp32_once_per_cpu(monkeypatch, tmp_path, extra, fp32_s, bf16_s, expected, timed):
     import torch
 
-    from gateway import model_store
+    from sia.gateway import model_store
 
     monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -61,7 +61,7 @@ def test_auto_precision_times_bf16_against_fp32_once_per_cpu(monkeypatch, tmp_pa
 def test_auto_precision_still_answers_when_its_record_cannot_be_written(monkeypatch, tmp_path):
     import torch
 
-    from gateway import model_store
+    from sia.gateway import model_store
 
     monkeypatch.setattr(model_store, "cache_dir", lambda: tmp_path / "missing")  # every write fails
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

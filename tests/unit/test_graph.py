@@ -8,9 +8,9 @@ import sqlite3
 
 import pytest
 
-from graph.state import SIAInput
-from nodes.edits import LIBRARY, apply_edit
-from tasks.base import Task
+from sia.graph.state import SIAInput
+from sia.nodes.edits import LIBRARY, apply_edit
+from sia.tasks.base import Task
 from tests.fakes import (REFERENCE_AGENT, TEST_ONLY_LABEL, FakeTrainer, fake_config, fake_model_cache,
                          fake_services, make_tiny_task, prompts_sent, run_graph, shutdown)
 
@@ -73,7 +73,7 @@ END = ["task", "feedback", "finish"]
 
 
 def test_graph_structure_snapshot():
-    from graph.graph import graph
+    from sia.graph.graph import graph
 
     g = graph.get_graph(xray=1)
     assert sorted(g.nodes) == [

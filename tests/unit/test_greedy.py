@@ -12,7 +12,7 @@ import torch
 
 xgr = pytest.importorskip("xgrammar")
 
-from gateway.greedy import GreedyDecoder  # noqa: E402
+from sia.gateway.greedy import GreedyDecoder  # noqa: E402
 
 EOS, PAD = 0, 1
 # Single characters plus merged tokens, so forced text has a canonical (merged) tokenization.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.cache import GreedyCache
-from gateway.protocol import ChatRequest
-from gateway.server import CallScope, Gateway, MemoryRecorder
+from sia.gateway.cache import GreedyCache
+from sia.gateway.protocol import ChatRequest
+from sia.gateway.server import CallScope, Gateway, MemoryRecorder
 from tests.fakes import KeywordBackend, http
 
 SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": ["theft", "assault"]}}}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nodes.evaluation import evaluate
-from tasks.base import Task
+from sia.nodes.evaluation import evaluate
+from sia.tasks.base import Task
 from tests.fakes import fake_model_cache, fake_services, make_tiny_task, shutdown
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lora_dev_probe.py"

@@ -11,16 +11,16 @@ import shutil
 
 import pytest
 
-from checkpoints.rundb import RunDB
-from finetune.records import gold_completion, sft_rows
-from gateway.server import CallScope, Gateway, MemoryRecorder, ModelCall
-from graph.config import RoleConfig, RunConfig
-from graph.state import GenerationResult, SIAState
-from nodes import prompts
-from nodes.edits import LIBRARY, apply_edit, available_edits, scaffold_settings
-from nodes.meta import choose_edit
-from nodes.policies import POLICIES, choose_lever
-from tasks.base import Task, TaskError
+from sia.checkpoints.rundb import RunDB
+from sia.finetune.records import gold_completion, sft_rows
+from sia.gateway.server import CallScope, Gateway, MemoryRecorder, ModelCall
+from sia.graph.config import RoleConfig, RunConfig
+from sia.graph.state import GenerationResult, SIAState
+from sia.nodes import prompts
+from sia.nodes.edits import LIBRARY, apply_edit, available_edits, scaffold_settings
+from sia.nodes.meta import choose_edit
+from sia.nodes.policies import POLICIES, choose_lever
+from sia.tasks.base import Task, TaskError
 from tests.fakes import REFERENCE_AGENT, fake_backends, http, make_tiny_task, scripted_llm
 
 REFERENCE = REFERENCE_AGENT.read_text()

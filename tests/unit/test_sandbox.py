@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import (
+from sia.sandbox import (
     SandboxLimits,
     SandboxResult,
     SandboxRunner,
@@ -284,7 +284,7 @@ def test_network_namespace_lets_only_the_forwarded_port_through(workdir: Path) -
 
 
 def test_read_child_file_reads_only_plain_files(tmp_path: Path) -> None:
-    from sandbox.files import UnsafeOutput, read_child_file
+    from sia.sandbox.files import UnsafeOutput, read_child_file
 
     out = tmp_path / "out"
     out.mkdir()
@@ -307,7 +307,7 @@ def test_read_child_file_reads_only_plain_files(tmp_path: Path) -> None:
 
 
 def test_copy_child_tree_copies_plain_files_and_folders_only(tmp_path: Path) -> None:
-    from sandbox.files import UnsafeOutput, copy_child_tree
+    from sia.sandbox.files import UnsafeOutput, copy_child_tree
 
     out = tmp_path / "out"
     (out / "results" / "deep").mkdir(parents=True)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from graph.state import SIAInput
-from nodes.keep_best import KeepBestConfig, keep_best, mcnemar_p, paired_bootstrap_p
-from sandbox.limits import SandboxLimits
-from sandbox.runner import SubprocessSandbox
-from tasks.base import Task, TaskError
-from tasks.evaluator import EvaluatorError, run_evaluator
+from sia.graph.state import SIAInput
+from sia.nodes.keep_best import KeepBestConfig, keep_best, mcnemar_p, paired_bootstrap_p
+from sia.sandbox.limits import SandboxLimits
+from sia.sandbox.runner import SubprocessSandbox
+from sia.tasks.base import Task, TaskError
+from sia.tasks.evaluator import EvaluatorError, run_evaluator
 from tests.fakes import fake_config, fake_model_cache, fake_services, make_tiny_task, run_graph, shutdown
 
 KEEP = json.dumps({"edit": "none"})
@@ -256,7 +256,7 @@ def test_the_agent_gets_the_variables_its_task_declares_and_no_other(tmp_path, m
 
 
 def test_a_run_config_from_before_keep_best_still_loads_with_its_old_rule(tmp_path):
-    from graph.config import RunConfig
+    from sia.graph.config import RunConfig
 
     old = RunConfig(runs_dir=tmp_path).model_dump(mode="json")
     del old["keep_best"]

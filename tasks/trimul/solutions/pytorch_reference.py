@@ -1,6 +1,6 @@
 """The reference operator as a solution module: the baseline every other solution is timed against."""
 
-from tasks.trimul.reference import reference_kernel
+from sia.tasks.trimul.reference import reference_kernel
 
 
 def custom_kernel(inputs):

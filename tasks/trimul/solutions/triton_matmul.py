@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tasks.trimul.reference import gated_projections, project_out
+from sia.tasks.trimul.reference import gated_projections, project_out
 
 
 @triton.jit
