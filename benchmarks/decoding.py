@@ -33,7 +33,7 @@ def demo_requests(n_items: int) -> list:
     from sia.gateway.protocol import ChatRequest
     from sia.tasks.registry import resolve_task
 
-    spec = importlib.util.spec_from_file_location("reference_agent", ROOT / "tasks/lawbench_mini/reference_agent.py")
+    spec = importlib.util.spec_from_file_location("reference_agent", ROOT / "tasks/classification/reference_agent.py")
     agent = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(agent)
     agent.SCAFFOLD.update(retrieved_shots=2, centroid_labels=2)

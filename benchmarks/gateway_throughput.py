@@ -41,8 +41,8 @@ from rich.table import Table
 
 
 from sia.gateway.engine import ChatRequest, Completion, Engine
-from sia.gateway.model_store import PRECISIONS
 from sia.gateway.server import CallScope, Gateway, MemoryRecorder, parse_chat_request
+from sia.precision import PRECISIONS
 
 CHARGES = ["theft", "fraud", "robbery", "assault", "bribery", "arson", "embezzlement", "drug trafficking"]
 CASES = [

@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 
-from sia.finetune.config import FinetuneConfig
+from sia.config import FinetuneConfig
 from sia.finetune.trainer import SubprocessTrainer
-from sia.gateway.model_store import PRECISIONS
+from sia.precision import PRECISIONS
 
 BACKENDS = ("unsloth", "trl")
 TOPICS = ["rivers", "glaciers", "volcanoes", "deserts", "forests", "coral reefs", "tundra", "wetlands"]

@@ -3,10 +3,13 @@ gen_N/, adapters/gen_N/}. The run folder is private (0700): sandboxed agents can
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from sia.files import write_text_atomic
+
+# nodes/*.py still import write_text_atomic and write_json_atomic from here; their home is sia.files.
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,3 @@ class RunPaths:
         os.chmod(self.root, 0o700)
         return self
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str))

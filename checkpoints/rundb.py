@@ -9,15 +9,27 @@ import threading
 import time
 from pathlib import Path
 
-import sqlite_utils
+from sia.records import ItemResult, ModelCall
 
-from sia.gateway.server import ModelCall
+# The one query for a run's generations: the loop reads them through a RunDB, `sia runs`/`sia show`
+# through `RunDB.read_generations` without opening the database for writing.
+_GENERATIONS = "select * from generations where run_id = ? order by generation"
+
+
+def _generation_rows(conn: sqlite3.Connection, run_id: str) -> list[dict]:
+    cursor = conn.execute(_GENERATIONS, [run_id])
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row)) for row in cursor]
 
 
 class RunDB:
     """Thread-safe (the gateway records from its own threads) append-mostly store."""
 
     def __init__(self, path: Path):
+        # Imported here: sqlite_utils pulls in pandas (about half a second), which `sia runs` and
+        # `sia show` only reading generations should not pay.
+        import sqlite_utils
+
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
@@ -63,15 +75,16 @@ class RunDB:
         with self.lock:
             self.db["rejected_requests"].insert({"reason": reason, "path": path, "created": time.time()})
 
-    def save_items(self, rows: list[dict]) -> None:
+    def save_items(self, items: list[ItemResult]) -> None:
         with self.lock:
-            self.db["item_results"].upsert_all(rows, pk=("run_id", "scaffold_sha", "adapter", "split", "item_id"))
+            self.db["item_results"].upsert_all([i.row() for i in items],
+                                               pk=("run_id", "scaffold_sha", "adapter", "split", "item_id"))
 
-    def cached_items(self, run_id: str, scaffold_sha: str, adapter: str | None, split: str) -> list[dict]:
+    def cached_items(self, run_id: str, scaffold_sha: str, adapter: str | None, split: str) -> list[ItemResult]:
         with self.lock:
-            return list(self.db["item_results"].rows_where(
+            return [ItemResult.from_row(r) for r in self.db["item_results"].rows_where(
                 "run_id = ? and scaffold_sha = ? and adapter = ? and split = ?",
-                [run_id, scaffold_sha, adapter or "base", split]))
+                [run_id, scaffold_sha, adapter or "base", split])]
 
     def save_flag(self, row: dict) -> None:
         """A reason not to trust the run (a protected task file changed)."""
@@ -84,7 +97,24 @@ class RunDB:
 
     def generations(self, run_id: str) -> list[dict]:
         with self.lock:
-            return list(self.db["generations"].rows_where("run_id = ?", [run_id], order_by="generation"))
+            return _generation_rows(self.db.conn, run_id)
+
+    @staticmethod
+    def read_generations(path: Path, run_id: str) -> list[dict]:
+        """A run's generations, read without side effects: no run.db is created where none exists
+        and no table is added (RunDB() would do both); [] before the first generation is saved."""
+        path = Path(path)
+        if not path.exists():
+            return []
+        # mode=rw never creates the file. Not mode=ro: a read-only connection cannot clean up after
+        # itself in a WAL database and would leave empty run.db-wal/-shm files behind.
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=10)
+        try:
+            return _generation_rows(conn, run_id)
+        except sqlite3.OperationalError:  # no generations table yet
+            return []
+        finally:
+            conn.close()
 
     def save_adapter(self, row: dict) -> None:
         with self.lock:

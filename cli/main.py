@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import signal
-import sqlite3
 import sys
 import threading
 import time
@@ -22,16 +21,15 @@ from typing import get_args
 
 from rich.markup import escape
 
+from sia.checkpoints.paths import RunPaths
+from sia.checkpoints.rundb import RunDB
+from sia.cli.common import CLIError
 from sia.cli.render import LiveView, ServeLog, console, err_console, generations_table, report, runs_table
-from sia.checkpoints.paths import RunPaths, write_json_atomic
-from sia.gateway.model_store import PRECISIONS
+from sia.files import write_json_atomic
 from sia.graph.state import Policy
+from sia.precision import PRECISIONS
 
 PID_FILE = "sia.pid"  # present while a `sia run`/`sia resume` process drives the run
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one message, no traceback."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,7 +47,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def default_runs_dir() -> Path:
-    from sia.graph.config import RunConfig
+    from sia.config import RunConfig
 
     try:
         return RunConfig.from_env().runs_dir
@@ -71,20 +69,6 @@ def existing_run(args) -> RunPaths:
 
 
 # ---- reading a run folder without the graph or the model ----
-
-def db_generations(paths: RunPaths) -> list[dict]:
-    if not paths.run_db.exists():
-        return []
-    conn = sqlite3.connect(str(paths.run_db), timeout=10)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("select * from generations where run_id = ? order by generation",
-                                              [paths.run_id])]
-    except sqlite3.OperationalError:  # no generations table yet
-        return []
-    finally:
-        conn.close()
-
 
 def checkpoint_values(paths: RunPaths) -> dict:
     """The latest top-level checkpoint's channel values ({} when there is none)."""
@@ -124,7 +108,7 @@ def run_row(paths: RunPaths) -> dict:
     inputs = read_json(paths.inputs) or read_json(paths.root / "summary.json")
     if not inputs.get("task"):
         inputs = {**checkpoint_values(paths), **inputs}
-    gens = db_generations(paths)
+    gens = RunDB.read_generations(paths.run_db, paths.run_id)  # only reads: creates no run.db
     tests = [g["test"] for g in gens if g.get("test") is not None]
     accepted = [g["selection"] for g in gens if g.get("accepted") and g.get("selection") is not None]
     return {"id": paths.run_id, "task": inputs.get("task"), "policy": inputs.get("policy"), "done": len(gens),
@@ -151,7 +135,7 @@ def cmd_show(args) -> int:
     row = run_row(paths)
     console.print(f"[bold]{escape(paths.run_id)}[/] · task {escape(str(row['task']))} · policy "
                   f"{escape(str(row['policy']))} · {row['status']} · {escape(str(paths.root))}")
-    gens = db_generations(paths)
+    gens = RunDB.read_generations(paths.run_db, paths.run_id)  # only reads: creates no run.db
     console.print(generations_table(gens) if gens else "[dim]No generation has been scored yet.[/]")
     errors = checkpoint_values(paths).get("errors") or read_json(paths.root / "summary.json").get("errors") or []
     for err in errors:
@@ -160,7 +144,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from sia.graph.config import RunConfig
+    from sia.config import RunConfig
     from sia.graph.state import SIAInput
     from sia.tasks.base import TaskError
     from sia.tasks.registry import resolve_task
@@ -200,7 +184,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from sia.graph.config import RunConfig
+    from sia.config import RunConfig
     from sia.graph.state import SIAInput
 
     paths = existing_run(args)
@@ -237,7 +221,7 @@ def drive(paths: RunPaths, cfg, inputs, start_node: str | None, args) -> int:
     pid_file = paths.root / PID_FILE
     pid_file.write_text(str(os.getpid()))
     started = time.monotonic()
-    view = LiveView(paths.run_id, start_node or "meta", (snap.values or {}).get("generation", 0))
+    view = LiveView(paths.run_id, graph.builder, start_node or "meta", (snap.values or {}).get("generation", 0))
     try:
         with view:
             for ns, mode, chunk in graph.stream(payload, thread, context=RunContext(config=cfg),
@@ -273,7 +257,7 @@ def cmd_serve(args) -> int:
         raise CLIError(f"--adapter {args.adapter}: no adapter_config.json there (pass a trained LoRA adapter folder).")
     with console.status("loading the embedded model…"):
         from sia.gateway.engine import Engine
-        from sia.gateway.model_store import EMBEDDED_MODEL_NAME
+        from sia.config import EMBEDDED_MODEL_NAME
         from sia.gateway.server import CallScope, Gateway
 
         engines = []

@@ -21,9 +21,24 @@ _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
 console = Console(width=_WIDTH)
 err_console = Console(stderr=True, width=_WIDTH)
 
-# Where the loop goes after a top-level node finishes (feedback's target depends on its lever).
-_AFTER = {"meta": "task", "task": "feedback", "scaffold_rewrite": "task", "finetune": "task", "finish": None}
-_LEVER_NODE = {"scaffold": "scaffold_rewrite", "weights": "finetune", "stop": "finish"}
+
+class _Update(dict):
+    """A node's update read like the state a router takes: fields it did not set are None."""
+
+    def __getattr__(self, name: str):
+        return self.get(name)
+
+
+def next_node(builder, node: str, update: dict) -> str | None:
+    """Where the loop goes after top-level `node` finished with `update` (None: the end), read from
+    the graph's own edges and routers (`builder`: its StateGraph), so this view never restates the wiring."""
+    from langgraph.graph import END
+
+    targets = [dst for src, dst in builder.edges if src == node]
+    for branch in builder.branches.get(node, {}).values():
+        chosen = branch.path.func(_Update(update))
+        targets = [branch.ends[chosen] if branch.ends else chosen]
+    return None if not targets or targets[0] == END else targets[0]
 
 
 _COMPACT = dict(show_edge=False, pad_edge=False, collapse_padding=True, padding=(0, 1))
@@ -95,8 +110,8 @@ def scored_line(ev: dict) -> str:
 class LiveView:
     """A context manager around a rich Progress display; feed it every streamed item."""
 
-    def __init__(self, run_id: str, start_node: str | None = "meta", generation: int = 0):
-        self.run_id, self.node, self.gen, self.detail = run_id, start_node, generation, ""
+    def __init__(self, run_id: str, builder, start_node: str | None = "meta", generation: int = 0):
+        self.run_id, self.builder, self.node, self.gen, self.detail = run_id, builder, start_node, generation, ""
         self.errors_seen: set[str] = set()
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.fields[steps]}"), TimeElapsedColumn(), console=console, transient=True)
@@ -138,10 +153,7 @@ class LiveView:
         if ns:  # a lever subgraph's step finished
             self.node, self.detail = ns[-1].split(":")[0], f"{node} done"
             return
-        nxt = _AFTER.get(node)
-        if node == "feedback":
-            nxt = _LEVER_NODE.get(update.get("next_lever"), "finish")
-        self.node, self.detail = nxt, ""
+        self.node, self.detail = next_node(self.builder, node, update), ""
 
     def _event(self, ev: dict) -> None:
         kind = ev.get("event")

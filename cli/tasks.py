@@ -7,7 +7,6 @@ a task's evaluator (as SIA users run `evaluate.py` themselves).
 
 from __future__ import annotations
 
-import csv
 import re
 import sys
 from pathlib import Path
@@ -16,11 +15,12 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from sia.cli.common import CLIError
 from sia.cli.render import console
+from sia.downloads import cache_dir
 
 
 def cmd_tasks_list(args) -> int:
-    from sia.gateway.model_store import cache_dir
     from sia.tasks.base import TaskError
     from sia.tasks.registry import BUILTIN, load_folder
 
@@ -47,7 +47,6 @@ def cmd_tasks_list(args) -> int:
 
 def load_made_task(make):
     """load_folder(make()), with a task error shown as one CLI error."""
-    from sia.cli.main import CLIError
     from sia.tasks.base import TaskError
     from sia.tasks.registry import load_folder
 
@@ -75,7 +74,6 @@ def cmd_tasks_prepare(args) -> int:
 
 
 def cmd_import_lawbench(args) -> int:
-    from sia.gateway.model_store import cache_dir
     from sia.tasks.lawbench.import_file import import_lawbench
 
     name = args.name or "lawbench-" + re.sub(r"[^A-Za-z0-9_-]+", "-", Path(args.file).stem).strip("-").lower()
@@ -85,7 +83,6 @@ def cmd_import_lawbench(args) -> int:
 
 
 def cmd_import_mlebench(args) -> int:
-    from sia.gateway.model_store import cache_dir
     from sia.tasks.mlebench import import_mlebench
 
     name = args.name or Path(args.folder).resolve().name
@@ -95,7 +92,6 @@ def cmd_import_mlebench(args) -> int:
 
 
 def cmd_import_counts(args) -> int:
-    from sia.gateway.model_store import cache_dir
     from sia.tasks.scrna_denoise.prepare import prepare
 
     name = args.name or "scrna-" + re.sub(r"[^A-Za-z0-9_-]+", "-", Path(args.file).stem).strip("-").lower()
@@ -112,74 +108,45 @@ def cmd_import_counts(args) -> int:
     return 0
 
 
-def read_submission(path: Path, columns: tuple[str, str]) -> dict[str, str]:
-    from sia.cli.main import CLIError
-
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise CLIError(f"{path}: cannot read the submission ({exc.strerror})") from None
-    if rows and not set(columns) <= set(rows[0]):
-        raise CLIError(f"{path}: a submission needs columns {','.join(columns)}; got {','.join(rows[0])}")
-    return {r[columns[0]]: r[columns[1]] for r in rows}
-
-
 def cmd_eval(args) -> int:
-    from sia.cli.main import CLIError
-    from sia.graph.config import RunConfig
-    from sia.sandbox.runner import SubprocessSandbox
-    from sia.tasks.base import TaskError
-    from sia.tasks.evaluator import score_items
-    from sia.tasks.registry import resolve_task
-
-    try:
-        task = resolve_task(args.task or args.task_dir)
-        rows = task.splits()[args.split]
-        if hasattr(task, "score_output"):  # an SIA folder: its evaluate.py reads a file or a folder
-            return eval_output(task, rows, Path(args.submission), args.split)
-        predictions = read_submission(Path(args.submission), task.submission_columns)
-        gold = {r["id"]: r["label"] for r in rows}
-        task.protect()
-        scores = score_items(task, {i: predictions.get(i) for i in gold}, gold, sandbox=SubprocessSandbox(),
-                             limits=RunConfig.from_env().sandbox, python=sys.executable)
-    except TaskError as exc:
-        raise CLIError(str(exc)) from None
-    missing = sum(1 for i in gold if i not in predictions)
-    extra = sum(1 for i in predictions if i not in gold)
-    value = sum(scores.values()) / max(1, len(scores))
-    console.print(f"{task.spec.metric} [bold]{value:.5f}[/] on {len(gold)} {args.split} items of {escape(task.name)}"
-                  + (f" · {missing} without a prediction (scored 0)" if missing else "")
-                  + (f" · {extra} ids not in the split (ignored)" if extra else ""))
-    return 0
-
-
-def eval_output(task, rows: list[dict], submission: Path, split: str) -> int:
-    """Score a submission file (or a folder of outputs) of an SIA task folder on one tier."""
+    """Score a submission file (or a folder of outputs) on one split, as the loop scores an agent's
+    working folder: through the task's own `score_output`, whatever its kind."""
     import shutil
     import tempfile
 
-    from sia.cli.main import CLIError
-    from sia.graph.config import RunConfig
+    from sia.config import RunConfig
     from sia.sandbox.runner import SubprocessSandbox
+    from sia.tasks.base import TaskError
+    from sia.tasks.registry import resolve_task
 
+    submission = Path(args.submission)
     if not submission.exists():
         raise CLIError(f"{submission}: no such file or folder")
-    with tempfile.TemporaryDirectory(prefix="sia-eval-") as scratch:
-        out = Path(scratch) / "out"
-        if submission.is_dir():
-            shutil.copytree(submission, out, symlinks=True)
-        else:
-            out.mkdir()
-            shutil.copy(submission, out / task.spec.submission)  # the name the evaluator looks for
-        task.protect()
-        outcomes, problem = task.score_output(out, {r["id"]: (split, r["id"]) for r in rows}, sandbox=SubprocessSandbox(),
-                                              limits=RunConfig.from_env().sandbox, python=sys.executable)
-    value = sum(o["score"] for o in outcomes.values()) / max(1, len(outcomes))
-    errors = sorted({o["error"] for o in outcomes.values() if o["error"]})
-    console.print(f"{task.spec.metric} [bold]{value:.5f}[/] on the {len(rows)} {split} items of {escape(task.name)}"
+    try:
+        task = resolve_task(args.task or args.task_dir)
+        rows = task.splits()[args.split]
+        with tempfile.TemporaryDirectory(prefix="sia-eval-") as scratch:
+            out = Path(scratch) / "out"
+            if submission.is_dir():
+                shutil.copytree(submission, out, symlinks=True)
+            else:
+                out.mkdir()
+                shutil.copy(submission, out / task.submission)  # the name the task looks for
+            task.protect()
+            outcomes, problem = task.score_output(
+                out, {r["id"]: (args.split, r["id"]) for r in rows}, {(args.split, r["id"]): r["label"] for r in rows},
+                sandbox=SubprocessSandbox(), limits=RunConfig.from_env().sandbox, python=sys.executable)
+    except TaskError as exc:
+        raise CLIError(str(exc)) from None
+    if problem and submission.is_file():
+        raise CLIError(f"{submission}: {problem.replace(task.submission, submission.name)}")
+    value = sum(o.score for o in outcomes.values()) / max(1, len(outcomes))
+    missing = sum(1 for o in outcomes.values() if o.error == "no prediction for this item")
+    errors = sorted({o.error for o in outcomes.values() if o.error and o.error != "no prediction for this item"})
+    console.print(f"{task.spec.metric} [bold]{value:.5f}[/] on {len(rows)} {args.split} items of {escape(task.name)}"
+                  + (f" · {missing} without a prediction (scored 0)" if missing else "")
                   + (f" · {escape(errors[0])}" if errors else ""))
-    return 1 if problem or all(o["error"] for o in outcomes.values()) else 0
+    return 1 if problem or (outcomes and all(o.error for o in outcomes.values())) else 0
 
 
 def add_commands(sub) -> None:

@@ -25,19 +25,20 @@ from rich.console import Console
 from rich.table import Table
 
 
-from sia.finetune.config import FinetuneConfig
+from sia.config import FinetuneConfig
+from sia.config import RunConfig
 from sia.finetune.records import sft_rows
-from sia.graph.config import RunConfig
 from sia.graph.state import Candidate
 from sia.nodes.common import sha
-from sia.nodes.edits import LIBRARY, apply_edit
 from sia.nodes.evaluation import evaluate
 from sia.nodes.keep_best import item_scores
 from sia.nodes.services import Services
+from sia.records import ItemResult
+from sia.tasks.classification.edits import LIBRARY, apply_edit
 from sia.tasks.registry import resolve_task
 
 
-def wins_losses(candidate: list[dict], base: list[dict]) -> dict:
+def wins_losses(candidate: list[ItemResult], base: list[ItemResult]) -> dict:
     """Shares of items only the candidate gets right (wins) and only the base gets right (losses):
     the inputs `examples/selection_power.py` needs to size a selection split."""
     base_score = item_scores(base)
@@ -50,7 +51,7 @@ def score_dev(svc, task, candidate, dev: list[dict], chunk: int):
     items = []
     for start in range(0, len(dev), chunk):
         items += evaluate(svc, task, candidate, ["dev"], rows_override={"dev": dev[start:start + chunk]})["dev"].items
-    return sum(i["score"] for i in items) / len(items), items
+    return sum(i.score for i in items) / len(items), items
 
 
 def probe(svc, task, edits: list[str], variants: list[dict], dev_items: int, dev_chunk: int = 15,

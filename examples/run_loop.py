@@ -3,9 +3,10 @@ stream it, printing each node's update. `python examples/run_loop.py [RUN_ID]`."
 
 import sys
 
-from sia.checkpoints.paths import RunPaths, write_json_atomic
+from sia.checkpoints.paths import RunPaths
 from sia.checkpoints.saver import open_saver
-from sia.graph.config import RunConfig
+from sia.config import RunConfig
+from sia.files import write_json_atomic
 from sia.graph.context import RunContext
 from sia.graph.graph import build_graph
 from sia.graph.state import SIAInput

@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 
-from sia.nodes.keep_best import KeepBestConfig, keep_best
+from sia.config import KeepBestConfig
+from sia.nodes.keep_best import keep_best
 
 
 def acceptance_rate(n_items: int, wins: float, losses: float, cfg: KeepBestConfig, trials: int, seed: int = 0) -> float:

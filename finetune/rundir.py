@@ -1,4 +1,4 @@
-"""The run directory OUT of `finetune.train_lora`: which checkpoint to resume, and atomic writes.
+"""The run directory OUT of `finetune.train_lora`: which checkpoint to resume, and the adapter swap.
 
 Layout: OUT/trainer/checkpoint-N (Hugging Face trainer checkpoints) and OUT/trainer/run_fingerprint.json
 (hash of dataset, base and the hyper-parameters that change what is learned), OUT/adapter (final PEFT
@@ -10,13 +10,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 from typing import IO
 
-from sia.finetune.config import FinetuneConfig
+from sia.config import FinetuneConfig
+from sia.files import replacing_dir
 
 CHECKPOINT_FILES = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.pt")
 FINGERPRINT_FILE = "run_fingerprint.json"
@@ -69,20 +69,8 @@ def prepare_resume(trainer_dir: Path, run_id: str) -> tuple[Path | None, int | N
 
 def save_adapter_atomically(model, target: Path) -> None:
     """Write the adapter next to `target`, then swap it in with renames (no half-written adapter)."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    if target.exists():
-        os.replace(target, old)  # os.replace cannot overwrite a non-empty directory
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def write_json_atomically(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    with replacing_dir(target) as tmp:
+        model.save_pretrained(str(tmp))
 
 
 def lock_run_dir(out: Path) -> IO[str] | None:
@@ -93,6 +81,6 @@ def lock_run_dir(out: Path) -> IO[str] | None:
     except BlockingIOError:
         handle.close()
         return None
-    for stale in out.glob(".adapter.*-*"):  # left by a run killed while saving
+    for stale in out.glob(".adapter.*-*"):  # replacing_dir's siblings, left by a run killed while saving
         shutil.rmtree(stale, ignore_errors=True)
     return handle

@@ -21,9 +21,10 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from sia.finetune.config import FinetuneConfig, describe_errors
+from sia.config import FinetuneConfig, describe_errors
+from sia.files import write_json_atomic
 from sia.finetune.dataset import DatasetError, load_sft_rows
-from sia.finetune.rundir import fingerprint, lock_run_dir, prepare_resume, save_adapter_atomically, write_json_atomically
+from sia.finetune.rundir import fingerprint, lock_run_dir, prepare_resume, save_adapter_atomically
 
 
 class _Events:
@@ -187,7 +188,7 @@ def train(dataset: Path, base: Path, out: Path, config: FinetuneConfig, events: 
         model, tokenizer, peft_config = _load_trl(base, config)
     _align_special_tokens(model, tokenizer)
 
-    from sia.gateway.model_store import use_bf16
+    from sia.precision import use_bf16
 
     bf16 = use_bf16(config.precision)
     args = SFTConfig(
@@ -239,7 +240,7 @@ def train(dataset: Path, base: Path, out: Path, config: FinetuneConfig, events: 
         "adapter_dir": str(out / "adapter"),
         "config": config.model_dump(),
     }
-    write_json_atomically(out / "train_summary.json", summary)
+    write_json_atomic(out / "train_summary.json", summary)
     return summary
 
 
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        config = FinetuneConfig.model_validate_json(opts.config.read_text()) if opts.config else FinetuneConfig()
+        config = FinetuneConfig.model_validate_json(opts.config.read_text(encoding="utf-8")) if opts.config else FinetuneConfig()
     except ValidationError as error:
         _fail(events, f"{opts.config}: bad config: {describe_errors(error)}", 2)
     except OSError as error:

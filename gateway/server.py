@@ -16,11 +16,12 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Protocol
 
 from sia.gateway.protocol import ChatRequest, Completion
+from sia.records import ModelCall
 
 
 @dataclass
@@ -31,24 +32,6 @@ class CallScope:
     generation: int
     adapter_version: str | None = None
     purpose: str = "task"
-
-
-@dataclass
-class ModelCall:
-    """One recorded target-model call (a row of the run database's `model_calls`)."""
-
-    run_id: str
-    generation: int
-    adapter_version: str | None
-    item: str | None
-    purpose: str
-    messages: list[dict]
-    response_format: dict | None
-    completion: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_s: float
-    created: float = field(default_factory=time.time)
 
 
 class Backend(Protocol):

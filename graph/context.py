@@ -1,26 +1,58 @@
-"""The runtime context every node receives: the run's config and its services.
+"""The runtime context every node receives (`Runtime[RunContext]`): the run's config and its
+services, the one object through which nodes have side effects.
 
 Studio and `langgraph dev` invoke the graph without a context; then the config comes from
-the environment (`RunConfig.from_env`) and real services are built for the run's thread."""
+the environment (`RunConfig.from_env`) and `nodes.services.services` builds the real services
+for the run's thread."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from sia.graph.config import RunConfig
+from sia.config import RunConfig
+
+if TYPE_CHECKING:
+    from sia.checkpoints.paths import RunPaths
+    from sia.checkpoints.rundb import RunDB
+    from sia.finetune.trainer import Trainer
+    from sia.gateway.server import Gateway
+    from sia.llm import RoleLLM
+    from sia.sandbox.runner import SandboxRunner
+    from sia.tasks.base import Task
+
+
+class Services(Protocol):
+    """Everything with side effects that nodes use; tests pass fakes (tests/fakes.py)."""
+
+    config: RunConfig
+    paths: RunPaths  # every path of the run
+    db: RunDB  # run.db: item results, model calls, generations, adapters
+    sandbox: SandboxRunner  # runs generated code
+    trainer: Trainer  # trains LoRA adapters
+    clock: Callable[[], float]
+
+    @property
+    def gateway(self) -> Gateway:
+        """Our OpenAI-compatible gateway in front of the target model (started on first use)."""
+
+    @property
+    def python(self) -> str:
+        """The interpreter sandboxed agents and evaluators run with."""
+
+    def llm(self, role: str) -> RoleLLM:
+        """The chat model of the 'meta' or 'feedback' role."""
+
+    def task(self, name: str) -> Task:
+        """The run's task, resolved (prepared, packaged files refreshed) once per run."""
+
+    def base_model(self) -> Path:
+        """The embedded target model's weights folder (what adapters are trained on)."""
 
 
 @dataclass
 class RunContext:
     config: RunConfig = field(default_factory=RunConfig.from_env)
-    services: object | None = None  # nodes.services.Services; None builds the real ones
-
-
-def services(runtime, run_id: str):
-    """The Services of this invocation (injected ones, else the real ones for `run_id`)."""
-    from sia.nodes.services import services_for
-
-    ctx = getattr(runtime, "context", None) or RunContext()
-    if ctx.services is not None:
-        return ctx.services
-    return services_for(ctx.config, run_id)
+    services: Services | None = None  # None: nodes.services builds the real ones for the run

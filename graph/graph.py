@@ -1,4 +1,5 @@
-"""The SIA loop: meta -> task -> feedback -> (scaffold_rewrite | finetune) -> task ... -> finish.
+"""The SIA loop: meta -> task -> feedback -> (scaffold_rewrite | finetune) -> (task | record_failure)
+-> feedback ... -> finish.
 
 `graph` (compiled without a checkpointer) is what langgraph.json exports for Studio;
 `build_graph(checkpointer)` is what the CLI and scripts run, with SQLite checkpoints."""
@@ -13,7 +14,8 @@ from sia.graph.state import SIAInput, SIAState
 from sia.nodes.feedback import feedback
 from sia.nodes.finish import finish
 from sia.nodes.meta import meta
-from sia.nodes.routing import after_feedback
+from sia.nodes.record_failure import record_failure
+from sia.nodes.routing import after_feedback, after_lever
 from sia.nodes.task import task
 
 # Transient failures (a gateway or endpoint hiccup) are retried; bad input is not.
@@ -25,13 +27,15 @@ builder.add_node("task", task, retry_policy=transient)
 builder.add_node("feedback", feedback, retry_policy=transient)
 builder.add_node("scaffold_rewrite", scaffold_rewrite_graph)
 builder.add_node("finetune", finetune_graph)
+builder.add_node("record_failure", record_failure)
 builder.add_node("finish", finish)
 builder.add_edge(START, "meta")
 builder.add_edge("meta", "task")
 builder.add_edge("task", "feedback")
 builder.add_conditional_edges("feedback", after_feedback)
-builder.add_edge("scaffold_rewrite", "task")
-builder.add_edge("finetune", "task")
+builder.add_conditional_edges("scaffold_rewrite", after_lever)
+builder.add_conditional_edges("finetune", after_lever)
+builder.add_edge("record_failure", "feedback")
 builder.add_edge("finish", END)
 
 

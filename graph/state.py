@@ -64,7 +64,7 @@ class SIAState(SIAInput):
     next_lever: Lever | None = Field(None, description="The lever chosen for the next generation.")
     tried: list[str] = Field(default_factory=list, description="Scaffold edits already proposed (nodes return the whole list).")
     lever_started: float | None = Field(None, description="Clock time when the current lever began (for wall time).")
-    pending_result: GenerationResult | None = Field(None, description="A generation whose lever yielded no candidate, for the task node to record.")
+    pending_result: GenerationResult | None = Field(None, description="A generation whose lever yielded no candidate, for record_failure to record.")
     errors: list[str] = Field(default_factory=list, description="Recorded, non-fatal failures (nodes return the whole list).")
     flagged: str | None = Field(None, description="Why the run was flagged (a protected file changed); a flagged run stops.")
 
@@ -88,7 +88,6 @@ class FinetuneState(SIAState):
     dataset_rows: int = 0
     adapter_dir: str | None = None
     train_summary: dict | None = None
-    adapter_selection: float | None = None
 
 
 class SubgraphOutput(BaseModel):

@@ -1,5 +1,5 @@
-"""Small helpers the nodes share: loading the run's task, writing a generation's files,
-and emitting progress events to a streaming caller."""
+"""Small helpers the nodes share: writing a generation's files, the update of a lever that
+produced no candidate, the failures text agents read, and progress events for a streaming caller."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ import difflib
 import hashlib
 from pathlib import Path
 
-from sia.checkpoints.paths import write_text_atomic
-from sia.graph.state import Candidate, GenerationResult
-from sia.tasks.registry import resolve_task
-
-
-def load_task(state):
-    return resolve_task(state.task)
+from sia.files import write_text_atomic
+from sia.graph.context import Services
+from sia.graph.state import Candidate, GenerationResult, SIAState
+from sia.records import ItemResult
 
 
 def sha(text: str) -> str:
@@ -30,7 +27,7 @@ def emit(event: dict) -> None:
         pass
 
 
-def write_scaffold(svc, generation: int, code: str, lever: str, rationale: str, adapter: str | None,
+def write_scaffold(svc: Services, generation: int, code: str, lever: str, rationale: str, adapter: str | None,
                    parent_code: str | None, improvement: str) -> Candidate:
     """Save gen_N/target_agent.py, diff.patch and improvement.md; return the candidate."""
     gen_dir = svc.paths.gen(generation)
@@ -45,30 +42,29 @@ def write_scaffold(svc, generation: int, code: str, lever: str, rationale: str, 
                      adapter=adapter, rationale=rationale)
 
 
-def elapsed(svc, state) -> float:
+def elapsed(svc: Services, state: SIAState) -> float:
     """Seconds since the current lever (or generation 1) started."""
     return round(svc.clock() - (state.lever_started or svc.clock()), 1)
 
 
-def lever_failed(svc, state, lever: str, adapter: str | None, note: str, error: str | None,
-                 selection: float | None = None) -> dict:
-    """The update for a lever that produced no candidate: the task node records `pending_result`.
-    `error` goes to the run's errors; None for an outcome that is no fault (a rejected adapter)."""
+def lever_failed(svc: Services, state: SIAState, lever: str, adapter: str | None, note: str, error: str) -> dict:
+    """The update for a lever that produced no candidate: `pending_result` (with `note`) is what
+    the record_failure node records, `error` goes to the run's errors."""
     gen = state.generation + 1
-    result = GenerationResult(generation=gen, lever=lever, adapter=adapter, feedback=None, selection=selection,
+    result = GenerationResult(generation=gen, lever=lever, adapter=adapter, feedback=None, selection=None,
                               test=None, accepted=False, wall_s=elapsed(svc, state), note=note[:300])
     return {"generation": gen, "candidate": None, "pending_result": result,
-            "errors": state.errors + ([f"gen {gen} {error}"] if error else [])}
+            "errors": state.errors + [f"gen {gen} {error}"]}
 
 
-def failures_text(items: list[dict], limit: int = 12) -> str:
+def failures_text(items: list[ItemResult], limit: int = 12) -> str:
     """The worst items first. Predictions are the agent's output: cut short and quoted, so they
     cannot steer the prompt. Items without a gold answer here (SIA folders, scored as a whole by
     their own evaluator) show their id and score instead."""
-    wrong = sorted((i for i in items if i["score"] < 1), key=lambda i: i["score"])[:limit]
-    return "\n".join((f"- item {str(i['item_id'])[:40]!r}: score {i['score']:.3g}" if i.get("gold") is None
-                       else f"- {str(i['prediction'])[:60]!r} -> {i['gold']}")
-                      + (f" (error: {i['error'][:80]!r})" if i.get("error") else "") for i in wrong) or "(none)"
+    wrong = sorted((i for i in items if i.score < 1), key=lambda i: i.score)[:limit]
+    return "\n".join((f"- item {str(i.item_id)[:40]!r}: score {i.score:.3g}" if i.gold is None
+                       else f"- {str(i.prediction)[:60]!r} -> {i.gold}")
+                      + (f" (error: {i.error[:80]!r})" if i.error else "") for i in wrong) or "(none)"
 
 
 def read(path: str | Path) -> str:

@@ -1,90 +1,30 @@
-"""The library of generic, typed scaffold edits, used when the configured LLM cannot write code.
-
-A scaffold exposes its settings in a top-level `SCAFFOLD = {...}` dict literal (the built-in
-reference agents do). An edit sets one key to a value of the same type; it is applied to the
-source text through the AST, so the rest of the file and its comments are untouched and the
-diff shows exactly one changed line.
-"""
+"""Choosing a scaffold edit with an LLM that cannot write code: a short menu of the untried
+library edits that would change this scaffold, and a reply constrained to the menu. Used by the
+Meta-Agent (generation 1, may choose none) and by the scaffold rewrite (must choose one)."""
 
 from __future__ import annotations
 
-import ast
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
+from sia.llm import RoleLLM
+from sia.nodes import prompts
+from sia.tasks.classification.edits import ScaffoldEdit, available_edits
 
-class ScaffoldEdit(BaseModel):
-    id: str
-    key: str
-    value: bool | int | float | str
-    description: str
-
-
-LIBRARY: list[ScaffoldEdit] = [
-    ScaffoldEdit(id="retrieved-shots-2", key="retrieved_shots", value=2,
-                 description="few-shot: add the 2 most similar training cases (retrieved nearest neighbours) with their labels"),
-    ScaffoldEdit(id="centroid-labels-2", key="centroid_labels", value=2,
-                 description="answer extraction: allow only the 2 best labels of a TF-IDF nearest-centroid classifier "
-                             "fitted on the training data, listed best first in the prompt"),
-    ScaffoldEdit(id="neighbour-labels-2", key="neighbour_labels", value=2,
-                 description="answer extraction: allow only the labels of the 2 most similar training cases"),
-    ScaffoldEdit(id="retrieved-shots-4", key="retrieved_shots", value=4,
-                 description="few-shot: add the 4 most similar training cases with their labels"),
-    ScaffoldEdit(id="retrieved-shots-1", key="retrieved_shots", value=1,
-                 description="few-shot: only the single most similar training case, so the answer follows its nearest neighbour"),
-    ScaffoldEdit(id="neighbour-labels-4", key="neighbour_labels", value=4,
-                 description="answer extraction: allow only the labels of the 4 most similar training cases"),
-    ScaffoldEdit(id="fixed-shots-4", key="fixed_shots", value=4,
-                 description="few-shot: add 4 fixed training examples covering different labels"),
-    ScaffoldEdit(id="list-labels", key="list_labels", value=True,
-                 description="list every allowed label in the system prompt (a centroid shortlist is listed already)"),
-    ScaffoldEdit(id="constrain-output", key="constrain_output", value=True,
-                 description="constrain the answer to the allowed labels with a JSON schema"),
-    ScaffoldEdit(id="votes-3", key="votes", value=3,
-                 description="self-consistency: sample 3 answers and take the majority"),
-    ScaffoldEdit(id="longer-text", key="text_chars", value=150, description="show more of each case's text"),
-    ScaffoldEdit(id="shorter-text", key="text_chars", value=60, description="show only the start of each case's text"),
-    ScaffoldEdit(id="more-retries", key="retries", value=4,
-                 description="answer extraction: retry up to 4 times when no allowed label can be extracted"),
-    ScaffoldEdit(id="sampling-warm", key="temperature", value=0.3, description="sampling: temperature 0.3 instead of greedy"),
-]
+MENU_SIZE = 3
 
 
-def _scaffold_dict(tree: ast.Module) -> ast.Dict | None:
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SCAFFOLD" for t in node.targets):
-            return node.value if isinstance(node.value, ast.Dict) else None
-    return None
-
-
-def scaffold_settings(code: str) -> dict | None:
-    """The SCAFFOLD dict of a scaffold, or None if it has none (then no library edit applies)."""
-    try:
-        node = _scaffold_dict(ast.parse(code))
-        return ast.literal_eval(node) if node is not None else None
-    except (SyntaxError, ValueError):
+def choose_edit(llm: RoleLLM, task_name: str, code: str, tried: list[str], diagnosis: str,
+                allow_none: bool) -> ScaffoldEdit | None:
+    """Ask the LLM to pick one of the first MENU_SIZE untried library edits (the library is
+    ordered by how often an edit helps), schema-constrained to the menu; None when no edit
+    applies, or when `allow_none` and the LLM chose none."""
+    edits = available_edits(code, tried)[:MENU_SIZE]
+    if not edits:
         return None
-
-
-def available_edits(code: str, tried: list[str]) -> list[ScaffoldEdit]:
-    """Edits that change something in this scaffold and were not tried before."""
-    settings = scaffold_settings(code) or {}
-    return [e for e in LIBRARY if e.id not in tried and e.key in settings
-            and type(settings[e.key]) is type(e.value) and settings[e.key] != e.value]
-
-
-def apply_edit(code: str, edit: ScaffoldEdit) -> str:
-    """Set SCAFFOLD[edit.key] = edit.value in the source text."""
-    tree = ast.parse(code)
-    node = _scaffold_dict(tree)
-    if node is None:
-        raise ValueError("the scaffold has no SCAFFOLD = {...} literal to edit")
-    for key, value in zip(node.keys, node.values):
-        if isinstance(key, ast.Constant) and key.value == edit.key:
-            lines = code.splitlines(keepends=True)
-            start = sum(len(line) for line in lines[: value.lineno - 1]) + len(
-                lines[value.lineno - 1].encode()[: value.col_offset].decode())
-            end = sum(len(line) for line in lines[: value.end_lineno - 1]) + len(
-                lines[value.end_lineno - 1].encode()[: value.end_col_offset].decode())
-            return code[:start] + repr(edit.value) + code[end:]
-    raise ValueError(f"SCAFFOLD has no key {edit.key!r}")
+    ids = [e.id for e in edits] + (["none"] if allow_none else [])
+    schema: type[BaseModel] = create_model("EditChoice", edit=(Literal[tuple(ids)], ...))
+    menu = "\n".join(f"{e.id}: {e.description}" for e in edits)
+    choice = llm.structured(prompts.EDIT_SYSTEM, prompts.EDIT_USER.format(task=task_name, diagnosis=diagnosis, menu=menu), schema)
+    return next((e for e in edits if e.id == choice.edit), None)

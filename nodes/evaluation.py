@@ -5,6 +5,9 @@ scratch folder outside the private run folder, sees only a view of the public da
 reaches the target model only through a per-evaluation gateway token. Scores are computed
 here, in the parent, against labels the child could never open. Results are cached by
 (scaffold, adapter, split), so a resumed or repeated evaluation costs nothing.
+
+`evaluate` reads top to bottom: which rows, what is cached, then for the rest one agent run
+(`run_agent`), its scoring (`item_results`) and the database.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sia.checkpoints.paths import write_json_atomic, write_text_atomic
+from sia.files import write_json_atomic, write_text_atomic
 from sia.gateway.server import CallScope
+from sia.graph.context import Services
 from sia.graph.state import Candidate
+from sia.records import ItemResult
 from sia.sandbox.files import UnsafeOutput, read_child_file
-from sia.tasks.base import Task
-from sia.tasks.evaluator import score_output
+from sia.tasks.base import ItemOutcome, Row, Tags, Task
 
 
 class ProtectedFilesChanged(RuntimeError):
@@ -33,79 +39,118 @@ class ProtectedFilesChanged(RuntimeError):
 class SplitScore:
     score: float
     n: int
-    items: list[dict]
+    items: list[ItemResult]
+
+    @classmethod
+    def of(cls, items: list[ItemResult]) -> "SplitScore":
+        return cls(sum(i.score for i in items) / max(1, len(items)), len(items), items)
 
 
-def evaluate(svc, task: Task, candidate: Candidate, splits: list[str], *, limit: int | None = None,
-             purpose: str = "task", log_dir: Path | None = None, rows_override: dict | None = None,
+@dataclass
+class AgentRun:
+    """What one sandboxed agent run left: its output folder (deleted when the run's block ends),
+    the tags its items had, and what went wrong with the run as a whole (None: nothing)."""
+
+    out_dir: Path
+    tags: Tags
+    result: object  # sandbox.runner.SandboxResult
+    token: str
+
+
+def evaluate(svc: Services, task: Task, candidate: Candidate, splits: list[str], *, limit: int | None = None,
+             purpose: str = "task", log_dir: Path | None = None, rows_override: dict[str, list[Row]] | None = None,
              emit=lambda event: None) -> dict[str, SplitScore]:
-    """Scores of `candidate` on each split in `splits` (cached per scaffold/adapter/split)."""
-    run_id = svc.paths.run_id
-    out: dict[str, SplitScore] = {}
+    """Scores of `candidate` on each split in `splits` (cached per scaffold/adapter/split;
+    `rows_override` scores other rows, e.g. a smoke run, and is never cached)."""
     task_splits = task.splits(limit)
     task_splits["rollout"] = task_splits["pool"][: svc.config.rollout_items]
     rows = {s: (rows_override or {}).get(s) or task_splits[s] for s in splits}
-    todo = []
+    out: dict[str, SplitScore] = {}
     for split in splits:
         if not rows[split]:  # e.g. the rollout split of a task without a training pool
             out[split] = SplitScore(0.0, 0, [])
-            continue
-        cached = [] if rows_override else svc.db.cached_items(run_id, candidate.scaffold_sha, candidate.adapter, split)
-        if cached and len(cached) == len(rows[split]):
-            out[split] = SplitScore(sum(r["score"] for r in cached) / len(cached), len(cached), cached)
-        else:
-            todo.append(split)
+        elif not rows_override and (cached := _cached(svc, candidate, split, len(rows[split]))):
+            out[split] = cached
+    todo = {s: rows[s] for s in splits if s not in out}
     if not todo:
         return out
-    emit({"event": "rollout", "generation": candidate.generation, "splits": todo,
-          "items": sum(len(rows[s]) for s in todo)})
-    pool = task_splits["pool"]
+    emit({"event": "rollout", "generation": candidate.generation, "splits": list(todo),
+          "items": sum(len(r) for r in todo.values())})
+    gold = {(s, r["id"]): r["label"] for s, group in todo.items() for r in group}
+    with run_agent(svc, task, candidate, todo, task_splits["pool"], purpose, log_dir) as run:
+        outcomes, problem = task.score_output(run.out_dir, run.tags, gold, sandbox=svc.sandbox,
+                                              limits=svc.config.sandbox, python=svc.python)
+        error = problem and _run_error(problem, run)
+    items = item_results(svc.paths.run_id, candidate, run.tags, outcomes, gold, error)
+    for split in todo:
+        split_items = [i for i in items if i.split == split]
+        if not rows_override:
+            svc.db.save_items(split_items)
+        out[split] = SplitScore.of(split_items)
+    return out
+
+
+def _cached(svc: Services, candidate: Candidate, split: str, n: int) -> SplitScore | None:
+    items = svc.db.cached_items(svc.paths.run_id, candidate.scaffold_sha, candidate.adapter, split)
+    return SplitScore.of(items) if items and len(items) == n else None
+
+
+@contextmanager
+def run_agent(svc: Services, task: Task, candidate: Candidate, predict: dict[str, list[Row]], pool: list[Row],
+              purpose: str, log_dir: Path | None) -> Iterator[AgentRun]:
+    """Run the candidate's agent once in the sandbox on a fresh view of `predict` (and `pool`);
+    the scratch folder, its output included, is gone when the block ends."""
+    run_id, gen = svc.paths.run_id, candidate.generation
     task.protect()
     protected = task.fingerprint()
-    scratch = Path(tempfile.mkdtemp(prefix=f"sia-{run_id}-g{candidate.generation}-"))
+    scratch = Path(tempfile.mkdtemp(prefix=f"sia-{run_id}-g{gen}-"))
     try:
         view, work = scratch / "input", scratch / "work"
         work.mkdir()
-        tags = task.write_view(view, {s: rows[s] for s in todo}, pool,
-                               salt=f"{run_id}:{candidate.generation}:{purpose}",
-                               prefix=f"g{candidate.generation}{purpose[0]}{_digest(todo, svc.paths.tag_salt())}-")
+        tags = task.write_view(view, predict, pool, salt=f"{run_id}:{gen}:{purpose}",
+                               prefix=f"g{gen}{purpose[0]}{_digest(list(predict), svc.paths.tag_salt())}-")
         shutil.copy(candidate.scaffold_path, work / "target_agent.py")
-        token = svc.gateway.issue_token(CallScope(run_id, candidate.generation, candidate.adapter, purpose))
-        env = {name: os.environ[name] for name in task.spec.agent_env if name in os.environ}
+        token = svc.gateway.issue_token(CallScope(run_id, gen, candidate.adapter, purpose))
+        env = {name: os.environ[name] for name in task.agent_env if name in os.environ}
         env |= {"OPENAI_BASE_URL": svc.gateway.base_url, "OPENAI_API_KEY": token, "SIA_MODEL": svc.config.target.model}
         try:
-            result = svc.sandbox.run([svc.python, "target_agent.py", "--dataset_dir", str(view), "--working_dir", str(work / "out")],
-                                     work, env, svc.config.sandbox, readable=[view], forward_ports=[svc.gateway.port])
+            result = svc.sandbox.run([svc.python, "target_agent.py", "--dataset_dir", str(view), "--working_dir",
+                                      str(work / "out")], work, env, svc.config.sandbox, readable=[view],
+                                     forward_ports=[svc.gateway.port])
         finally:
             svc.gateway.revoke_token(token)
-        now = task.fingerprint()
-        if changed := sorted(k for k in set(protected) | set(now) if protected.get(k) != now.get(k)):
-            why = f"protected task files changed while generation {candidate.generation}'s agent ran: {', '.join(changed)}"
-            svc.db.save_flag({"run_id": run_id, "generation": candidate.generation, "purpose": purpose, "why": why})
-            raise ProtectedFilesChanged(why)
+        _check_protected(svc, task, protected, gen, purpose)
         if log_dir is not None:
-            _keep_logs(log_dir, f"{purpose}_{'-'.join(todo)}", result, work / "out", secret=token,
-                       outputs=("agent_execution.json", task.spec.submission))
-        gold = {(s, r["id"]): r["label"] for s in todo for r in rows[s]}
-        outcomes, problem = score_output(task, work / "out", tags, gold, sandbox=svc.sandbox,
-                                         limits=svc.config.sandbox, python=svc.python)
-        error = problem and (f"{problem}; exit code {result.returncode}{' (timed out)' if result.timed_out else ''}: "
-                             f"{result.stderr[-500:].replace(token, '<token>')}")
+            _keep_logs(log_dir, f"{purpose}_{'-'.join(predict)}", result, work / "out", secret=token,
+                       outputs=("agent_execution.json", task.submission))
+        yield AgentRun(work / "out", tags, result, token)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    by_split: dict[str, list[dict]] = {s: [] for s in todo}
-    for tag, (split, item_id) in tags.items():
-        o = outcomes[(split, item_id)]
-        by_split[split].append({
-            "run_id": run_id, "generation": candidate.generation, "scaffold_sha": candidate.scaffold_sha,
-            "adapter": candidate.adapter or "base", "split": split, "item_id": item_id, "tag": tag,
-            "prediction": o["prediction"], "gold": gold[(split, item_id)], "score": o["score"],
-            "error": error or o["error"]})
-    for split, items in by_split.items():
-        if not rows_override:
-            svc.db.save_items(items)
-        out[split] = SplitScore(sum(i["score"] for i in items) / max(1, len(items)), len(items), items)
-    return out
+
+
+def _check_protected(svc: Services, task: Task, before: dict[str, str], generation: int, purpose: str) -> None:
+    now = task.fingerprint()
+    if changed := sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k)):
+        why = f"protected task files changed while generation {generation}'s agent ran: {', '.join(changed)}"
+        svc.db.save_flag({"run_id": svc.paths.run_id, "generation": generation, "purpose": purpose, "why": why})
+        raise ProtectedFilesChanged(why)
+
+
+def _run_error(problem: str, run: AgentRun) -> str:
+    """What every item of a run whose output could not be read is marked with (token blanked)."""
+    r = run.result
+    return (f"{problem}; exit code {r.returncode}{' (timed out)' if r.timed_out else ''}: "
+            f"{r.stderr[-500:].replace(run.token, '<token>')}")
+
+
+def item_results(run_id: str, candidate: Candidate, tags: Tags, outcomes: dict[tuple[str, str], ItemOutcome],
+                 gold: dict[tuple[str, str], str | None], run_error: str | None) -> list[ItemResult]:
+    """One ItemResult per tagged item, in tag order."""
+    return [ItemResult(run_id=run_id, generation=candidate.generation, scaffold_sha=candidate.scaffold_sha,
+                       adapter=candidate.adapter or "base", split=split, item_id=item_id, tag=tag,
+                       prediction=outcomes[(split, item_id)].prediction, gold=gold[(split, item_id)],
+                       score=outcomes[(split, item_id)].score, error=run_error or outcomes[(split, item_id)].error)
+            for tag, (split, item_id) in tags.items()]
 
 
 def _digest(splits: list[str], salt: str) -> str:
@@ -132,5 +177,5 @@ def _keep_logs(log_dir: Path, stem: str, result, out: Path, secret: str, outputs
             (log_dir / f"{stem}_{name}").write_bytes(data.replace(secret.encode(), b"<token>"))
 
 
-def items_jsonl(items: list[dict]) -> str:
-    return "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items)
+def items_jsonl(items: list[ItemResult]) -> str:
+    return "".join(json.dumps(i.row(), ensure_ascii=False) + "\n" for i in items)

@@ -7,13 +7,16 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from sia.checkpoints.paths import write_text_atomic
-from sia.graph.context import services
+from langgraph.runtime import Runtime
+
+from sia.files import write_text_atomic
+from sia.graph.context import RunContext
 from sia.graph.state import SIAState
+from sia.llm import LLMOutputError
 from sia.nodes import prompts
 from sia.nodes.common import emit, failures_text
-from sia.nodes.llm import LLMOutputError
 from sia.nodes.policies import choose_lever
+from sia.nodes.services import services
 
 
 class FeedbackDecision(BaseModel):
@@ -26,8 +29,8 @@ def _history_text(state: SIAState) -> str:
                      f"{'accepted' if h.accepted else 'rejected'}" for h in state.history) or "(none)"
 
 
-def feedback(state: SIAState, runtime) -> dict:
-    svc = services(runtime, state.run_id)
+def feedback(state: SIAState, runtime: Runtime[RunContext]) -> dict:
+    svc = services(runtime, state)
     errors = list(state.errors)
     incumbent = state.incumbent
     items = svc.db.cached_items(state.run_id, incumbent.scaffold_sha, incumbent.adapter, "feedback") if incumbent else []

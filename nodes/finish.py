@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from sia.checkpoints.paths import write_json_atomic, write_text_atomic
-from sia.graph.context import services
+from langgraph.runtime import Runtime
+
+from sia.files import write_json_atomic, write_text_atomic
+from sia.graph.context import RunContext
 from sia.graph.state import SIAState
+from sia.nodes.services import services
 
 
-def finish(state: SIAState, runtime) -> dict:
-    svc = services(runtime, state.run_id)
+def finish(state: SIAState, runtime: Runtime[RunContext]) -> dict:
+    svc = services(runtime, state)
     rows = [h.model_dump() for h in state.history]
     first = next((h for h in state.history if h.test is not None), None)
     inc = state.incumbent

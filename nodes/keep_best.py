@@ -12,22 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-
-class KeepBestConfig(BaseModel):
-    """How a candidate must beat the incumbent on the selection split."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    test: Literal["bootstrap", "mcnemar", "none"] = Field("bootstrap", description="Paired test on per-item selection scores.")
-    confidence: float = Field(0.8, gt=0.5, lt=1, description="Accept when the one-sided p-value is at most 1 - confidence.")
-    min_improvement: float = Field(0.0, ge=0, description="The candidate's mean must also exceed the incumbent's by more than this.")
-    resamples: int = Field(10_000, ge=100, description="Bootstrap resamples.")
-    seed: int = Field(0, description="Bootstrap seed (decisions are reproducible).")
+from sia.config import KeepBestConfig
+from sia.records import ItemResult
 
 
 @dataclass
@@ -78,5 +67,6 @@ def keep_best(candidate: dict[str, float], incumbent: dict[str, float] | None, c
     return Verdict(p <= alpha, delta, p, f"selection {delta:+.3f} vs incumbent, {cfg.test} p={p:.3f} ({verdict} at {cfg.confidence:.2f})")
 
 
-def item_scores(items: list[dict]) -> dict[str, float]:
-    return {i["item_id"]: float(i["score"]) for i in items}
+def item_scores(items: list[ItemResult]) -> dict[str, float]:
+    """Item id -> score: what the paired test pairs."""
+    return {i.item_id: float(i.score) for i in items}

@@ -7,38 +7,23 @@ write code picks at most one edit from the library to apply to the reference age
 from __future__ import annotations
 
 import ast
-from typing import Literal
 
-from pydantic import BaseModel, create_model
+from langgraph.runtime import Runtime
 
-from sia.graph.context import services
+from sia.graph.context import RunContext
 from sia.graph.state import SIAState
+from sia.llm import LLMOutputError
 from sia.nodes import prompts
-from sia.nodes.common import emit, load_task, read, write_scaffold
-from sia.nodes.edits import apply_edit, available_edits
-from sia.nodes.llm import LLMOutputError
+from sia.nodes.common import emit, read, write_scaffold
+from sia.nodes.edits import choose_edit
+from sia.nodes.services import services
+from sia.tasks.classification.edits import apply_edit
 
 
-MENU_SIZE = 3
-
-
-def choose_edit(llm, task_name: str, code: str, tried: list[str], diagnosis: str, allow_none: bool):
-    """Ask the LLM to pick one of the first MENU_SIZE untried library edits (the library is
-    ordered by how often an edit helps), schema-constrained to the menu."""
-    edits = available_edits(code, tried)[:MENU_SIZE]
-    if not edits:
-        return None
-    ids = [e.id for e in edits] + (["none"] if allow_none else [])
-    schema: type[BaseModel] = create_model("EditChoice", edit=(Literal[tuple(ids)], ...))
-    menu = "\n".join(f"{e.id}: {e.description}" for e in edits)
-    choice = llm.structured(prompts.EDIT_SYSTEM, prompts.EDIT_USER.format(task=task_name, diagnosis=diagnosis, menu=menu), schema)
-    return next((e for e in edits if e.id == choice.edit), None)
-
-
-def meta(state: SIAState, runtime) -> dict:
-    svc = services(runtime, state.run_id)
+def meta(state: SIAState, runtime: Runtime[RunContext]) -> dict:
+    svc = services(runtime, state)
     started = svc.clock()
-    task = load_task(state)
+    task = svc.task(state.task)
     reference = read(task.reference_agent)
     llm = svc.llm("meta")
     errors, tried = list(state.errors), list(state.tried)

@@ -11,6 +11,11 @@ def after_feedback(state: SIAState) -> Literal["scaffold_rewrite", "finetune", "
     return {"scaffold": "scaffold_rewrite", "weights": "finetune"}.get(state.next_lever, "finish")
 
 
+def after_lever(state: SIAState) -> Literal["task", "record_failure"]:
+    """A lever subgraph hands back a candidate to score, or a failure to record."""
+    return "record_failure" if state.pending_result is not None else "task"
+
+
 def after_propose(state: ScaffoldRewriteState) -> Literal["validate_scaffold", "give_up_scaffold"]:
     return "give_up_scaffold" if state.give_up else "validate_scaffold"
 
@@ -19,5 +24,5 @@ def after_validate(state: ScaffoldRewriteState) -> Literal["accept_scaffold", "p
     return "accept_scaffold" if state.validated else "propose_scaffold"
 
 
-def after_finetune_step(state: FinetuneState) -> Literal["continue", "stop"]:
+def after_build_dataset(state: FinetuneState) -> Literal["continue", "stop"]:
     return "stop" if state.pending_result is not None else "continue"

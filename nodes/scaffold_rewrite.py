@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import ast
 
-from sia.graph.context import services
+from langgraph.runtime import Runtime
+
+from sia.graph.context import RunContext
 from sia.graph.state import Candidate, ScaffoldRewriteState
+from sia.llm import LLMOutputError
 from sia.nodes import prompts
-from sia.nodes.common import emit, failures_text, lever_failed, load_task, read, sha, write_scaffold
-from sia.nodes.edits import apply_edit
+from sia.nodes.common import emit, failures_text, lever_failed, read, sha, write_scaffold
+from sia.nodes.edits import choose_edit
 from sia.nodes.evaluation import evaluate
-from sia.nodes.llm import LLMOutputError
-from sia.nodes.meta import choose_edit
+from sia.nodes.services import services
+from sia.tasks.classification.edits import apply_edit
 
 
-def propose_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
-    svc = services(runtime, state.run_id)
+def propose_scaffold(state: ScaffoldRewriteState, runtime: Runtime[RunContext]) -> dict:
+    svc = services(runtime, state)
     attempts = state.attempts + 1
     if attempts > svc.config.scaffold.max_attempts:
         return {"give_up": True, "attempts": attempts}
@@ -31,7 +34,7 @@ def propose_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
             items = svc.db.cached_items(state.run_id, state.incumbent.scaffold_sha, state.incumbent.adapter, "feedback")
             last = f"Your previous proposal failed validation: {state.last_error}\n\n" if state.last_error else ""
             proposal = llm.code(prompts.REWRITE_SYSTEM, prompts.REWRITE_USER.format(
-                description=load_task(state).description, diagnosis=state.diagnosis,
+                description=svc.task(state.task).description, diagnosis=state.diagnosis,
                 failures=failures_text(items), last_error=last, code=code))
             return {"proposal": proposal, "proposal_edit": None, "attempts": attempts,
                     "proposal_rationale": f"full rewrite by the Feedback-Agent; diagnosis: {state.diagnosis}"}
@@ -45,15 +48,15 @@ def propose_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
             "proposal_rationale": f"library edit {edit.id}: {edit.description}"}
 
 
-def validate_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
+def validate_scaffold(state: ScaffoldRewriteState, runtime: Runtime[RunContext]) -> dict:
     if state.proposal is None:
         return {"validated": False}
     try:
         ast.parse(state.proposal)
     except SyntaxError as exc:
         return {"validated": False, "last_error": f"target_agent.py line {exc.lineno}: SyntaxError: {exc.msg}"}
-    svc = services(runtime, state.run_id)
-    task = load_task(state)
+    svc = services(runtime, state)
+    task = svc.task(state.task)
     gen = state.generation + 1
     path = svc.paths.gen(gen) / f"proposal_{state.attempts}.py"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,14 +66,14 @@ def validate_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
     smoke_rows = task.splits(state.limit)["feedback"][: svc.config.scaffold.smoke_items]
     result = evaluate(svc, task, probe, ["feedback"], purpose="smoke", rows_override={"feedback": smoke_rows},
                       log_dir=svc.paths.gen(gen) / f"smoke_{state.attempts}")["feedback"]
-    errors = {i["error"] for i in result.items if i["error"]}
+    errors = {i.error for i in result.items if i.error}
     if errors:
         return {"validated": False, "last_error": "smoke run failed: " + "; ".join(sorted(errors))[:1500]}
     return {"validated": True, "last_error": None}
 
 
-def accept_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
-    svc = services(runtime, state.run_id)
+def accept_scaffold(state: ScaffoldRewriteState, runtime: Runtime[RunContext]) -> dict:
+    svc = services(runtime, state)
     gen = state.generation + 1
     parent = read(state.incumbent.scaffold_path)
     improvement = (f"# Generation {gen} (scaffold rewrite)\n\nDiagnosis: {state.diagnosis}\n\n"
@@ -82,8 +85,8 @@ def accept_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
     return {"generation": gen, "candidate": cand, "tried": tried}
 
 
-def give_up_scaffold(state: ScaffoldRewriteState, runtime) -> dict:
-    svc = services(runtime, state.run_id)
+def give_up_scaffold(state: ScaffoldRewriteState, runtime: Runtime[RunContext]) -> dict:
+    svc = services(runtime, state)
     reason = state.last_error or "no valid proposal"
     return lever_failed(svc, state, "scaffold", state.incumbent.adapter,
                         f"rewrite failed after {state.attempts - 1} attempts: {reason}", f"scaffold_rewrite: {reason}")

@@ -1,6 +1,7 @@
-"""Everything with side effects that nodes use, behind one small object that tests replace:
-the gateway (and the models behind it), the sandbox, the trainer, the role LLMs, the run
-database and the clock. `Services.for_run` builds the real ones, lazily, once per process."""
+"""The real `graph.context.Services`: the gateway (and the models behind it), the sandbox, the
+trainer, the role LLMs, the run database, the run's task and the clock. `services(runtime, state)`
+is how a node gets the services of its run: the injected ones, else the real ones, built lazily
+once per process and run."""
 
 from __future__ import annotations
 
@@ -12,21 +13,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from langgraph.runtime import Runtime
+
 from sia.checkpoints.paths import RunPaths
 from sia.checkpoints.rundb import RunDB
+from sia.config import EMBEDDED_MODEL_NAME, RoleConfig, RunConfig
 from sia.finetune.trainer import SubprocessTrainer, Trainer
 from sia.gateway.model_store import safetensors_dir
 from sia.gateway.server import Backend, CallScope, Gateway
-from sia.graph.config import RoleConfig, RunConfig
-from sia.nodes.llm import RoleLLM, chat_model
+from sia.graph.context import RunContext
+from sia.graph.state import SIAInput
+from sia.llm import RoleLLM, chat_model
 from sia.sandbox.runner import SandboxRunner, SubprocessSandbox
+from sia.tasks.base import Task
+from sia.tasks.registry import resolve_task
 
 
 def embedded_backends(paths: RunPaths, precision: str, cache_entries: int) -> Callable[[str | None], Backend]:
     """base + adapter version -> a loaded Engine (kept: a 135M model is ~0.5 GB) behind its greedy cache."""
     from sia.gateway.cache import GreedyCache
     from sia.gateway.engine import Engine
-    from sia.gateway.model_store import EMBEDDED_MODEL_NAME
 
     engines: dict[str | None, GreedyCache] = {}
     lock = threading.Lock()
@@ -54,6 +60,7 @@ class Services:
     clock: Callable[[], float] = time.time
     base_model: Callable[[], Path] = safetensors_dir
     _gateway: Gateway | None = None
+    _task: tuple[str, Task] | None = None
 
     @property
     def gateway(self) -> Gateway:
@@ -84,6 +91,13 @@ class Services:
     def python(self) -> str:
         return sys.executable
 
+    def task(self, name: str) -> Task:
+        """The run's task, resolved once: resolving may prepare or download it and refreshes a
+        built-in task's packaged files, which is work for a run's start, not for every node."""
+        if self._task is None or self._task[0] != name:
+            self._task = (name, resolve_task(name))
+        return self._task[1]
+
     @classmethod
     def build(cls, config: RunConfig, run_id: str, **overrides) -> "Services":
         paths = RunPaths(config.runs_dir, run_id).create()
@@ -110,3 +124,9 @@ def services_for(config: RunConfig, run_id: str) -> Services:
     if key not in _LIVE:
         _LIVE[key] = Services.build(config, run_id)
     return _LIVE[key]
+
+
+def services(runtime: Runtime[RunContext] | None, state: SIAInput) -> Services:
+    """The services of this invocation: the injected ones, else the real ones for the state's run."""
+    ctx = getattr(runtime, "context", None) or RunContext()
+    return ctx.services if ctx.services is not None else services_for(ctx.config, state.run_id)

@@ -1,20 +1,26 @@
 """task: the Task Agent runs the candidate on the selection split; keep-best decides on that
-score alone whether it replaces the incumbent. An accepted candidate then runs on the feedback
-split (whose per-item results the Feedback-Agent reads) and the private test split (stored
-and reported, never used to decide, never put in a prompt). A rejected candidate is scored on
-those too only with `report_rejected`, since neither score could change anything."""
+score alone, once, whether it replaces the incumbent. An accepted candidate then runs on the
+feedback split (whose per-item results the Feedback-Agent reads) and the private test split
+(stored and reported, never used to decide, never put in a prompt). A rejected candidate is
+scored on those too only with `report_rejected`, since neither score could change anything.
+A candidate from either lever comes here: a scaffold rewrite, or an adapter on the incumbent."""
 
 from __future__ import annotations
 
-from sia.checkpoints.paths import write_json_atomic, write_text_atomic
-from sia.graph.context import services
-from sia.graph.state import GenerationResult, SIAState
-from sia.nodes.common import elapsed, emit, load_task
+from langgraph.runtime import Runtime
+
+from sia.files import write_json_atomic, write_text_atomic
+from sia.graph.context import RunContext, Services
+from sia.graph.state import Candidate, GenerationResult, SIAState
+from sia.nodes.common import elapsed, emit
 from sia.nodes.evaluation import ProtectedFilesChanged, evaluate, items_jsonl
 from sia.nodes.keep_best import Verdict, item_scores, keep_best
+from sia.nodes.services import services
+from sia.records import ItemResult
+from sia.tasks.base import Task
 
 
-def judge(svc, task_, state, selection_items: list[dict]) -> Verdict:
+def judge(svc: Services, task_: Task, state: SIAState, selection_items: list[ItemResult]) -> Verdict:
     """Keep-best against the incumbent's per-item selection scores (cached, so usually free)."""
     incumbent = None
     if state.incumbent is not None:
@@ -22,13 +28,10 @@ def judge(svc, task_, state, selection_items: list[dict]) -> Verdict:
     return keep_best(item_scores(selection_items), incumbent, svc.config.keep_best)
 
 
-def task(state: SIAState, runtime) -> dict:
-    svc = services(runtime, state.run_id)
-    if state.pending_result is not None:  # the lever produced no candidate; record why
-        svc.db.save_generation({"run_id": state.run_id, **state.pending_result.model_dump()})
-        return {"history": [state.pending_result], "pending_result": None, "candidate": None}
+def task(state: SIAState, runtime: Runtime[RunContext]) -> dict:
+    svc = services(runtime, state)
     cand = state.candidate
-    task_ = load_task(state)
+    task_ = svc.task(state.task)
     gen_dir = svc.paths.gen(cand.generation)
     try:
         scores = evaluate(svc, task_, cand, ["selection"], limit=state.limit, log_dir=gen_dir, emit=emit)
@@ -43,6 +46,9 @@ def task(state: SIAState, runtime) -> dict:
                               selection=sel, test=test, accepted=accepted, p_value=verdict.p_value,
                               wall_s=elapsed(svc, state), note=f"{cand.rationale[:100]} [{verdict.reason}]")
     svc.db.save_generation({"run_id": state.run_id, **result.model_dump(), "scaffold_sha": cand.scaffold_sha})
+    if cand.lever == "weights":  # the adapter's row (written when it was trained) gets its verdict
+        svc.db.save_adapter({"run_id": state.run_id, "version": cand.adapter, "selection": sel,
+                             "promoted": int(accepted)})
     write_json_atomic(gen_dir / "results.json", {
         "generation": cand.generation, "lever": cand.lever, "adapter": cand.adapter, "accepted": accepted,
         "feedback": fb, "selection": sel, "test": test, "incumbent_selection_before": state.incumbent_selection,
@@ -56,7 +62,7 @@ def task(state: SIAState, runtime) -> dict:
     return update
 
 
-def _flag(svc, state: SIAState, cand, why: str) -> dict:
+def _flag(svc: Services, state: SIAState, cand: Candidate, why: str) -> dict:
     """Reject the generation and flag the run (evaluate() has recorded the flag in run.db)."""
     result = GenerationResult(generation=cand.generation, lever=cand.lever, adapter=cand.adapter, feedback=None,
                               selection=None, test=None, accepted=False, wall_s=elapsed(svc, state), note=f"FLAGGED: {why}")

@@ -1,9 +1,8 @@
 """Sandboxed execution of generated code: rlimits, wall clock, uid drop, leftover sweep.
 
-See `sandbox.runner` for what is and is not isolated.
+See `sandbox.runner` for what is and is not isolated; the limits are `sia.config.SandboxLimits`.
 """
 
-from sia.sandbox.limits import SandboxLimits
 from sia.sandbox.runner import (
     SandboxResult,
     SandboxRunner,
@@ -13,7 +12,6 @@ from sia.sandbox.runner import (
 )
 
 __all__ = [
-    "SandboxLimits",
     "SandboxResult",
     "SandboxRunner",
     "SubprocessSandbox",

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from sia.sandbox.limits import SandboxLimits
+from sia.config import SandboxLimits
+from sia.sandbox.limits import rlimits, sandbox_uid
 from sia.sandbox.netns import NetJail, setns
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def _child_setup(limits: SandboxLimits, drop_to: int | None, netns_fd: int | Non
     def setup() -> None:  # runs in the forked child, before exec
         if netns_fd is not None:
             setns(netns_fd)
-        for res, soft, hard in limits.rlimits():
+        for res, soft, hard in rlimits(limits):
             cur_hard = resource.getrlimit(res)[1]
             if cur_hard != resource.RLIM_INFINITY:  # an unprivileged parent cannot raise it
                 soft, hard = min(soft, cur_hard), min(hard, cur_hard)
@@ -239,8 +240,8 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
     readable = [Path(r).resolve() for r in readable]
     if bad := [r for r in readable if r == workdir or workdir in r.parents]:
         raise ValueError(f"readable paths inside the workdir would be writable: {bad}")
-    uid = limits.sandbox_uid() if os.geteuid() == 0 else None
-    with _uid_locks.setdefault(limits.sandbox_uid(), threading.Lock()):
+    uid = sandbox_uid(limits) if os.geteuid() == 0 else None
+    with _uid_locks.setdefault(sandbox_uid(limits), threading.Lock()):
         if uid is not None:
             _prepare_paths(workdir, readable, uid)
             _sweep(None, uid, None)  # leftovers of a crashed earlier run

@@ -16,9 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from sia.config import SandboxLimits
 from sia.sandbox.files import UnsafeOutput, read_child_file
-from sia.sandbox.limits import SandboxLimits
-from sia.tasks.base import Task, TaskError
+from sia.tasks.base import TaskError
 
 
 class EvaluatorError(TaskError):
@@ -40,10 +40,9 @@ def run_timed(sandbox, argv: list[str], work: Path, limits: SandboxLimits, timeo
     return result
 
 
-def run_evaluator(task: Task, sandbox, limits: SandboxLimits, python: str,
+def run_evaluator(path: Path, timeout_s: float, sandbox, limits: SandboxLimits, python: str,
                   predictions: dict[str, str | None], gold: dict[str, str | None]) -> dict[str, float]:
-    """Per-item scores from the task's evaluator; raises EvaluatorError naming the file and the fix."""
-    path = task.root / task.spec.evaluator
+    """Per-item scores from the evaluator script at `path`; raises EvaluatorError naming the file and the fix."""
     fix = "fix it, then `sia resume RUN` continues where the run stopped"
     scratch = Path(tempfile.mkdtemp(prefix="sia-eval-"))
     try:
@@ -55,7 +54,7 @@ def run_evaluator(task: Task, sandbox, limits: SandboxLimits, python: str,
         (work / "gold.json").write_text(json.dumps(gold, ensure_ascii=False), encoding="utf-8")
         shutil.copy(path, work / "evaluate.py")
         result = run_timed(sandbox, [python, "evaluate.py", "--predictions", "predictions.json", "--gold", "gold.json",
-                                     "--out", "results.json"], work, limits, task.spec.evaluator_timeout_s, path)
+                                     "--out", "results.json"], work, limits, timeout_s, path)
         if result.returncode != 0:
             raise EvaluatorError(f"{path}: exited with code {result.returncode}: {result.stderr.strip()[-400:]}; {fix}")
         try:
@@ -73,34 +72,3 @@ def run_evaluator(task: Task, sandbox, limits: SandboxLimits, python: str,
         return {item: float(v) for item, v in items.items()}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def score_items(task: Task, predictions: dict[str, str | None], gold: dict[str, str | None], *,
-                sandbox, limits: SandboxLimits, python: str) -> dict[str, float]:
-    """Item id -> score for one split: the task's evaluator (its own process) or top-1 accuracy."""
-    if task.spec.evaluator:
-        return run_evaluator(task, sandbox, limits, python, predictions, gold)
-    return {item: task.score_item(predictions.get(item), g) for item, g in gold.items()}
-
-
-def score_output(task: Task, out_dir: Path, tags: dict[str, tuple[str, str]], gold: dict[tuple[str, str], str | None],
-                 *, sandbox, limits: SandboxLimits, python: str) -> tuple[dict[tuple[str, str], dict], str | None]:
-    """(outcomes, problem): (split, id) -> {prediction, score, error} for every tagged item, and what
-    was wrong with the agent's output as a whole (None when it could be read). Tasks that score a
-    whole output folder themselves (SIA folders) have their own `score_output`."""
-    if hasattr(task, "score_output"):
-        return task.score_output(out_dir, tags, sandbox=sandbox, limits=limits, python=python)
-    try:
-        predictions, problem = task.read_predictions(out_dir), None
-    except TaskError as exc:
-        predictions, problem = {}, str(exc)
-    by_key = {key: predictions.get(tag) for tag, key in tags.items()}
-    outcomes = {}
-    for split in sorted({s for s, _ in tags.values()}):
-        ids = [i for s, i in tags.values() if s == split]
-        scores = score_items(task, {i: by_key[(split, i)] for i in ids}, {i: gold[(split, i)] for i in ids},
-                             sandbox=sandbox, limits=limits, python=python)
-        outcomes.update({(split, i): {"prediction": by_key[(split, i)], "score": scores[i],
-                                      "error": None if by_key[(split, i)] is not None else "no prediction for this item"}
-                         for i in ids})
-    return outcomes, problem

@@ -19,9 +19,10 @@ import os
 import shutil
 from pathlib import Path
 
-from sia.tasks.base import TaskError, writing_task_folder
+from sia.files import replacing_dir
+from sia.tasks.base import TaskError
+from sia.tasks.classification import REFERENCE_AGENT
 
-REFERENCE_AGENT = Path(__file__).parent / "lawbench_mini" / "reference_agent.py"
 METRICS = ("accuracy",)
 NEEDED = ("public/train.csv", "public/test.csv", "public/sample_submission.csv", "private/test.csv")
 
@@ -48,7 +49,7 @@ def import_mlebench_tree(files: dict[str, bytes], dest: Path, name: str, descrip
             raise TaskError(f"{rel}: no column {missing[0]!r} (grader.json names the id and label columns)")
     train = list(csv.DictReader(io.StringIO(files["public/train.csv"].decode("utf-8"))))
     classes = sorted({r[label_col] for r in train})
-    with writing_task_folder(dest) as tmp:
+    with replacing_dir(dest) as tmp:
         (tmp / "data" / "public").mkdir(parents=True)
         (tmp / "data" / "private").mkdir()
         os.chmod(tmp / "data" / "private", 0o700)

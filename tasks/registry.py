@@ -6,21 +6,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sia.gateway.model_store import cache_dir
+from sia.downloads import cache_dir
 from sia.tasks.base import Task, TaskError
-from sia.tasks.sia_folder import SIAFolderTask, is_sia_folder
+from sia.tasks.classification import REFERENCE_AGENT as CLASSIFIER_AGENT
+from sia.tasks.csv_task import CsvTask
 from sia.tasks.lawbench.prepare import prepare as prepare_lawbench
-from sia.tasks.lawbench_mini.prepare import REFERENCE_AGENT as LAWBENCH_MINI_AGENT
 from sia.tasks.lawbench_mini.prepare import SPEC as LAWBENCH_MINI_SPEC
 from sia.tasks.lawbench_mini.prepare import prepare as prepare_lawbench_mini
 from sia.tasks.scrna_denoise.prepare import REFERENCE_AGENT as SCRNA_AGENT
 from sia.tasks.scrna_denoise.prepare import prepare as prepare_scrna_denoise
+from sia.tasks.sia_folder import SIAFolderTask, is_sia_folder
 from sia.tasks.spaceship_titanic.prepare import prepare as prepare_spaceship_titanic
 
 BUILTIN = {"lawbench-mini": prepare_lawbench_mini, "lawbench": prepare_lawbench,
            "spaceship-titanic": prepare_spaceship_titanic, "scrna-denoise": prepare_scrna_denoise}
 # The packaged reference agent of a built-in task, re-copied on use so an upgrade takes effect.
-REFERENCE_AGENTS = dict.fromkeys(BUILTIN, LAWBENCH_MINI_AGENT) | {"scrna-denoise": SCRNA_AGENT}
+REFERENCE_AGENTS = dict.fromkeys(BUILTIN, CLASSIFIER_AGENT) | {"scrna-denoise": SCRNA_AGENT}
 # Packaged sia_task.json of built-in tasks whose split sizes are not the defaults (re-written on use too).
 PACKAGED_SPECS = {"lawbench-mini": LAWBENCH_MINI_SPEC}
 
@@ -37,7 +38,7 @@ def prepare_task(name: str, force: bool = False) -> Path:
 
 def load_folder(path: Path) -> Task:
     """A task folder in our layout, or an unmodified SIA task folder (`data/public/task.md`)."""
-    return SIAFolderTask.load(path) if is_sia_folder(path) else Task.load(path)
+    return SIAFolderTask.load(path) if is_sia_folder(path) else CsvTask.load(path)
 
 
 def is_task_folder(path: Path) -> bool:

@@ -33,7 +33,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sia.sandbox.files import UnsafeOutput, copy_child_tree, read_child_file
-from sia.tasks.base import Task, TaskError
+from sia.tasks.base import ItemOutcome, Tags, TaskError
+from sia.tasks.csv_task import CsvTask
 from sia.tasks.evaluator import EvaluatorError, finite_number, run_timed
 
 
@@ -117,9 +118,12 @@ def copy_restricted(src_dir: Path, dest_dir: Path, all_ids: set[str], keep: set[
             restrict_copy(path, target, all_ids, keep)
 
 
-class SIAFolderTask(Task):
+class SIAFolderTask(CsvTask):
+    """An unmodified SIA task folder (the `tasks.base.Task` protocol), scored per tier by its evaluate.py."""
+
     def __init__(self, root: Path, spec: SIAFolderSpec, item_table: Path, item_ids: list[str], reference: Path):
         self.root, self.spec, self.item_table, self.item_ids, self._reference = root, spec, item_table, item_ids, reference
+        self._splits = {}
         self.description = (root / "data" / "public" / "task.md").read_text(encoding="utf-8")
         classes = root / "data" / "public" / "classes.json"
         self.classes: list[str] = json.loads(classes.read_text(encoding="utf-8")) if classes.is_file() else []
@@ -174,7 +178,7 @@ class SIAFolderTask(Task):
     def private_dirs(self) -> set[Path]:
         return {self.root, self.root / "data" / "private"}
 
-    def splits(self, limit: int | None = None) -> dict[str, list[dict]]:
+    def _draw_splits(self, limit: int | None) -> dict[str, list[dict]]:
         """Items `{id, text: "", label: None}` per tier (the gold stays with evaluate.py); no pool."""
         s = self.spec
         order = sorted(self.item_ids, key=lambda i: hashlib.sha256(f"{s.split_seed}:{i}".encode()).hexdigest())
@@ -195,10 +199,11 @@ class SIAFolderTask(Task):
             shutil.copytree(self.root / "data" / "public", dest)
         return {row["id"]: (split, row["id"]) for split, rows in predict.items() for row in rows}
 
-    def score_output(self, out_dir: Path, tags: dict[str, tuple[str, str]], *, sandbox, limits,
-                     python: str) -> tuple[dict[tuple[str, str], dict], str | None]:
-        """(outcomes, problem) as `tasks.evaluator.score_output`: evaluate.py once per tier, on a
-        copy of the agent's output and of the task cut to that tier."""
+    def score_output(self, out_dir: Path, tags: Tags, gold: dict[tuple[str, str], str | None], *, sandbox, limits,
+                     python: str) -> tuple[dict[tuple[str, str], ItemOutcome], str | None]:
+        """(outcomes, problem) as `tasks.base.Task.score_output`: evaluate.py once per tier, on a
+        copy of the agent's output and of the task cut to that tier (`gold` is unused: the gold
+        answers stay in the task's own private folder)."""
         scratch = Path(tempfile.mkdtemp(prefix="sia-eval-"))
         try:
             outputs = scratch / "outputs"
@@ -218,7 +223,7 @@ class SIAFolderTask(Task):
 
     def _score_tier(self, split, ids, outputs, problem, work, sandbox, limits, python) -> dict:
         def zero(why: str) -> dict:
-            return {(split, i): {"prediction": None, "score": 0.0, "error": why} for i in ids}
+            return {(split, i): ItemOutcome(None, 0.0, why) for i in ids}
 
         if problem:
             return zero(problem)
@@ -244,10 +249,9 @@ class SIAFolderTask(Task):
                                  "number); set metric in sia_task.json or fix the evaluator, then `sia resume RUN`")
         per_item = _items(data.get("items"))
         if per_item is None:
-            return {(split, i): {"prediction": None, "score": score, "error": None} for i in ids}
-        return {(split, i): {"prediction": per_item.get(i, {}).get("prediction"),
-                             "score": per_item.get(i, {}).get("score", 0.0),
-                             "error": None if i in per_item else "evaluate.py gave no result for this item"}
+            return {(split, i): ItemOutcome(None, score) for i in ids}
+        return {(split, i): ItemOutcome(per_item.get(i, {}).get("prediction"), per_item.get(i, {}).get("score", 0.0),
+                                        None if i in per_item else "evaluate.py gave no result for this item")
                 for i in ids}
 
     def _metric(self, data: dict) -> float | None:

@@ -9,7 +9,7 @@ The public API (everything else here is a detail):
   the agent sends few-shot examples or an adapter is served, so scaffold edits and adapters both
   measurably raise scores.
 - `FakeTrainer`: the `finetune.trainer.Trainer` protocol without training (`fail=True` raises).
-- `scripted_llm(replies)`: a `nodes.llm.RoleLLM` replaying fixed replies; `.chat.prompts` keeps
+- `scripted_llm(replies)`: a `sia.llm.RoleLLM` replaying fixed replies; `.chat.prompts` keeps
   every prompt it was sent (one string per call).
 - `fake_model_cache(root)`: a SIA cache dir with a placeholder embedded model, so
   `gateway.model_store.safetensors_dir()` (called by the train_adapter node) never downloads.
@@ -41,14 +41,14 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from pydantic import Field
 
+from sia.config import EMBEDDED_MODEL_NAME
+from sia.config import RunConfig
 from sia.finetune.trainer import SUMMARY_NAME, TrainingFailed
 from sia.gateway.protocol import ChatRequest, Completion
-from sia.gateway.model_store import EMBEDDED_MODEL_NAME
-from sia.graph.config import RunConfig
-from sia.nodes.llm import RoleLLM
+from sia.llm import RoleLLM
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_AGENT = REPO / "tasks" / "lawbench_mini" / "reference_agent.py"
+REFERENCE_AGENT = REPO / "tasks" / "classification" / "reference_agent.py"
 
 # label -> keyword its texts contain (no keyword is a substring of another text's words)
 KEYWORDS = {"theft": "stole", "fraud": "tricked", "assault": "punched", "arson": "torched",

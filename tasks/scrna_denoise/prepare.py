@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sia.tasks.base import writing_task_folder
+from sia.files import replacing_dir
 from sia.tasks.scrna_denoise.data import Counts, load_celltypist_sample, load_counts, simulate_counts
 from sia.tasks.scrna_denoise.split import split_molecules
 
@@ -55,7 +55,7 @@ def prepare(dest: Path, data: str = "celltypist", seed: int = 0, cells: int = 50
         raise ValueError(f"{data}: cell ids repeat; each cell needs its own id")
     split = split_molecules(counts.X, seed=seed)
     kept = [g for g, k in zip(counts.genes, split.kept) if k]
-    with writing_task_folder(dest) as tmp:
+    with replacing_dir(dest) as tmp:
         public, private = tmp / "data" / "public", tmp / "data" / "private"
         for d in (public, private, tmp / "reference"):
             d.mkdir(parents=True)

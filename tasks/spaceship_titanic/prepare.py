@@ -11,7 +11,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from sia.gateway.model_store import cache_dir, fetch_wheel
+from sia.downloads import cache_dir, fetch_wheel
 from sia.tasks.lawbench.prepare import WHEEL
 from sia.tasks.mlebench import import_mlebench_tree
 

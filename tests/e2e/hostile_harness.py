@@ -44,6 +44,7 @@ import pytest
 
 from sia.checkpoints.saver import open_saver
 from sia.graph.state import SIAInput
+from sia.sandbox.limits import sandbox_uid
 from tests.fakes import (fake_config, fake_model_cache, fake_services, make_tiny_task,
                          prompts_sent, run_graph, shutdown)
 
@@ -283,7 +284,7 @@ def _run(name: str, agent: Path | None = None, *, sandbox: dict | None = None, m
     extra = {"interventions": interventions, "stale_scratch": stale}
     if pot:
         extra["honeypot"] = dict(pot.accepted)
-    return Outcome(name, base, task, svc.paths.root, run_id, config.sandbox.sandbox_uid(), final, exc, wall,
+    return Outcome(name, base, task, svc.paths.root, run_id, sandbox_uid(config.sandbox), final, exc, wall,
                    before, prompts, tokens_left, extra)
 
 
@@ -296,7 +297,7 @@ def planted_environment(tmp_path_factory):
         yield
     for outcome in _OUTCOMES.values():
         shutil.rmtree(outcome.base, ignore_errors=True)
-    uid = fake_config(Path("/nonexistent")).sandbox.sandbox_uid()
+    uid = sandbox_uid(fake_config(Path("/nonexistent")).sandbox)
     for path in glob.glob("/tmp/sia-hostile-agent-*"):
         if os.lstat(path).st_uid == uid:
             os.unlink(path)

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from sia.graph.config import RunConfig
+from sia.config import RunConfig
 from sia.graph.state import SIAInput
 from sia.nodes.services import Services
 from tests.fakes import make_tiny_task, run_graph, shutdown

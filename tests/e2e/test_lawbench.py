@@ -9,7 +9,7 @@ import json
 import pytest
 
 from sia.graph.state import SIAInput
-from sia.nodes.edits import LIBRARY, apply_edit
+from sia.tasks.classification.edits import LIBRARY, apply_edit
 from sia.tasks.registry import REFERENCE_AGENTS, resolve_task
 from tests.fakes import fake_model_cache, fake_services, run_graph, shutdown
 

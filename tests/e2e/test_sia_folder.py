@@ -15,8 +15,8 @@ import pytest
 
 from sia.cli.main import main
 from sia.graph.state import SIAInput
-from sia.nodes.edits import LIBRARY, apply_edit
 from sia.tasks.base import TaskError
+from sia.tasks.classification.edits import LIBRARY, apply_edit
 from sia.tasks.evaluator import EvaluatorError
 from sia.tasks.registry import resolve_task
 from sia.tasks.sia_folder import SIAFolderTask

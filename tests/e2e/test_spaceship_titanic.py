@@ -11,7 +11,8 @@ import pytest
 
 from sia.cli.main import main
 from sia.graph.state import SIAInput
-from sia.tasks.base import Task, TaskError
+from sia.tasks.base import TaskError
+from sia.tasks.csv_task import CsvTask
 from sia.tasks.mlebench import import_mlebench
 from sia.tasks.registry import resolve_task
 from tests.fakes import fake_model_cache, fake_services, run_graph, shutdown
@@ -73,7 +74,7 @@ def test_import_mlebench_folder_and_its_errors(tmp_path, spaceship):
     for rel in ("public/train.csv", "public/test.csv", "public/sample_submission.csv", "private/test.csv"):
         (comp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(spaceship.root / "data" / rel, comp / rel)
-    task = Task.load(import_mlebench(comp, tmp_path / "tasks" / "comp", "comp"))
+    task = CsvTask.load(import_mlebench(comp, tmp_path / "tasks" / "comp", "comp"))
     assert task.spec.kind == "csv-table" and task.spec.label_column == "Transported"
     (comp / "grader.json").write_text(json.dumps({"metric": "rmse", "id_column": "PassengerId", "label_column": "Age"}))
     with pytest.raises(TaskError, match="metric 'rmse' is not implemented"):

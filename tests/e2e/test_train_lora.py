@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sia.finetune.config import FinetuneConfig
+from sia.config import FinetuneConfig
 from sia.finetune.trainer import SubprocessTrainer, TrainingFailed
 
 NAMES = ["Alice", "Bob", "Carol", "Dave", "Eve", "Frank", "Grace", "Heidi",

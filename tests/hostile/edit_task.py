@@ -74,7 +74,7 @@ def main():
     repo = os.path.dirname(os.path.realpath(sys.prefix)) if os.path.basename(sys.prefix) == ".venv" else None
     writable = []
     if repo:
-        for rel in ("nodes/evaluation.py", "nodes/task.py", "tasks/base.py", "sandbox/runner.py", "nodes",
+        for rel in ("nodes/evaluation.py", "nodes/task.py", "tasks/base.py", "tasks/csv_task.py", "sandbox/runner.py", "nodes",
                     "nodes/__pycache__", ".venv/lib", "runs"):
             path = os.path.join(repo, rel)
             if not os.path.exists(path):

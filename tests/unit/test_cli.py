@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from sia.checkpoints.paths import RunPaths, write_json_atomic
+from sia.checkpoints.paths import RunPaths
 from sia.cli.main import main
 from sia.cli.render import LiveView
-from sia.graph.config import RunConfig
+from sia.config import RunConfig
+from sia.files import write_json_atomic
 from sia.graph.state import GenerationResult, SIAInput
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,6 +144,8 @@ def test_run_refuses_an_existing_run_id(capsys, runs_dir, monkeypatch):
 class FakeGraph:
     """Stands in for the compiled graph: streams scripted items, then holds `final` as its state."""
 
+    from sia.graph.graph import builder  # the real wiring, which the live view reads
+
     def __init__(self, items, final, values=None, next_=(), error=None):
         self.items, self.final, self.error = items, final, error
         self.values, self.next, self.calls = values or {}, next_, []
@@ -229,7 +232,7 @@ def test_resume_of_a_finished_run_prints_the_table(capsys, runs_dir, monkeypatch
 
 
 def test_live_view_tracks_generation_and_node():
-    view = LiveView("r", "meta")
+    view = LiveView("r", FakeGraph.builder, "meta")
     for ns, mode, chunk in SCRIPT[:7]:
         view.handle(ns, mode, chunk)
     assert (view.gen, view.node) == (1, "finetune")
@@ -271,11 +274,11 @@ def test_tasks_list_shows_builtin_and_prepared_tasks(capsys, tmp_path, monkeypat
 def test_eval_scores_a_submission_on_a_split(capsys, tmp_path, answer, split, expected):
     import csv
 
-    from sia.tasks.base import Task
+    from sia.tasks.csv_task import CsvTask
     from tests.fakes import make_tiny_task
 
     task_dir = make_tiny_task(tmp_path / "tiny")
-    rows = Task.load(task_dir).splits()[split]
+    rows = CsvTask.load(task_dir).splits()[split]
     with open(tmp_path / "sub.csv", "w", newline="") as f:
         csv.writer(f).writerows([("id", "label")] + [(r["id"], r["label"] if answer == "gold" else answer) for r in rows])
     code, out, _ = run_cli(capsys, "eval", "--task-dir", str(task_dir), "--submission", str(tmp_path / "sub.csv"),
@@ -289,7 +292,7 @@ def test_eval_names_a_bad_submission(capsys, tmp_path):
     task_dir = make_tiny_task(tmp_path / "tiny")
     (tmp_path / "sub.csv").write_text("PassengerId,Transported\n1,True\n")
     code, _, err = run_cli(capsys, "eval", "--task-dir", str(task_dir), "--submission", str(tmp_path / "sub.csv"))
-    assert code == 1 and "needs columns id,label" in err
+    assert code == 1 and "sub.csv must have columns id,label" in err
 
 
 def lawbench_file(path: Path, n: int = 20) -> Path:
@@ -304,22 +307,21 @@ def lawbench_file(path: Path, n: int = 20) -> Path:
 def test_import_lawbench_makes_a_multilabel_task_scored_by_f1(capsys, tmp_path, monkeypatch):
     import csv
 
-    from sia.tasks.base import Task
-    from sia.tasks.evaluator import score_items
+    from sia.tasks.csv_task import CsvTask
     from sia.sandbox.runner import SubprocessSandbox
-    from sia.sandbox.limits import SandboxLimits
+    from sia.config import SandboxLimits
 
     monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
     code, out, _ = run_cli(capsys, "tasks", "import-lawbench", str(lawbench_file(tmp_path / "3-3.json")))
     assert code == 0 and "lawbench-3-3: 4 labels, 16 training and 4 test items, scored by mean F1" in out
-    task = Task.load(tmp_path / "cache" / "tasks" / "lawbench-3-3")
+    task = CsvTask.load(tmp_path / "cache" / "tasks" / "lawbench-3-3")
     gold = {r["id"]: r["label"] for r in task.splits()["test"]}
-    run = lambda preds: score_items(task, preds, gold, sandbox=SubprocessSandbox(),  # noqa: E731
-                                    limits=SandboxLimits(memory_mb=1024), python=sys.executable)
+    run = lambda preds: task.score_items(preds, gold, sandbox=SubprocessSandbox(),  # noqa: E731
+                                         limits=SandboxLimits(memory_mb=1024), python=sys.executable)
     assert set(run({i: g.replace(";", " 和 ") for i, g in gold.items()}).values()) == {1.0}  # every charge named
     assert set(run({i: "无" for i in gold}).values()) == {0.0}  # abstention
     two = {"a": "盗窃;诈骗"}
-    half = score_items(task, {"a": "盗窃"}, two, sandbox=SubprocessSandbox(), limits=SandboxLimits(memory_mb=1024),
+    half = task.score_items({"a": "盗窃"}, two, sandbox=SubprocessSandbox(), limits=SandboxLimits(memory_mb=1024),
                        python=sys.executable)
     assert half == {"a": pytest.approx(2 / 3)}  # P={盗窃}, G={盗窃,诈骗}: F1 = 2*1/(1+2)
     with open(tmp_path / "sub.csv", "w", newline="") as f:

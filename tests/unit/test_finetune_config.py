@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from sia.finetune.config import ALL_LINEAR, FinetuneConfig, describe_errors
+from sia.config import ALL_LINEAR, FinetuneConfig, describe_errors
 
 
 def test_defaults_are_the_cpu_profile():
@@ -15,18 +15,27 @@ def test_defaults_are_the_cpu_profile():
     assert (config.lora_r, config.lora_alpha, config.lora_dropout) == (16, 32, 0.0)
     assert config.target_modules == list(ALL_LINEAR)
     assert (config.learning_rate, config.epochs, config.max_steps) == (1e-3, 3, -1)
-    assert (config.batch_size, config.grad_accum, config.max_length) == (8, 1, 384)
-    assert (config.seed, config.save_steps, config.min_examples) == (0, 5, 4)
+    assert (config.batch_size, config.grad_accum, config.max_length) == (8, 1, 1024)
+    assert (config.seed, config.save_steps, config.min_examples) == (0, 4, 4)
     assert config.backend == "unsloth" and config.allow_fallback and config.precision == "auto"
+
+
+def test_a_run_uses_the_configs_own_defaults():
+    """One set of defaults per component: the run config does not override them."""
+    from sia.config import GatewayConfig, KeepBestConfig, RunConfig, SandboxLimits, ScaffoldConfig
+
+    run = RunConfig()
+    assert run.finetune == FinetuneConfig() and run.sandbox == SandboxLimits() and run.keep_best == KeepBestConfig()
+    assert run.gateway == GatewayConfig() and run.scaffold == ScaffoldConfig()
 
 
 @pytest.mark.parametrize("precision, native, expected", [
     ("auto", True, True), ("auto", False, False), ("fp32", True, False), ("bf16", False, True)])
 def test_precision_auto_follows_the_hardware(monkeypatch, precision, native, expected):
-    from sia.gateway import model_store
+    from sia import precision as precisions
 
-    monkeypatch.setattr(model_store, "native_bf16", lambda: native)
-    assert model_store.use_bf16(precision) is expected
+    monkeypatch.setattr(precisions, "native_bf16", lambda: native)
+    assert precisions.use_bf16(precision) is expected
 
 
 CPUINFO = "model name\t: Test CPU\nflags\t\t: fpu avx512f {extra}\n"
@@ -41,15 +50,15 @@ CPUINFO = "model name\t: Test CPU\nflags\t\t: fpu avx512f {extra}\n"
 def test_auto_precision_times_bf16_against_fp32_once_per_cpu(monkeypatch, tmp_path, extra, fp32_s, bf16_s, expected, timed):
     import torch
 
-    from sia.gateway import model_store
+    from sia import precision
 
     monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(model_store, "_cpuinfo", lambda: CPUINFO.format(extra=extra))
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: CPUINFO.format(extra=extra))
     timings = []
-    monkeypatch.setattr(model_store, "_matmul_seconds",
+    monkeypatch.setattr(precision, "_matmul_seconds",
                         lambda dtype: timings.append(dtype) or (bf16_s if dtype == torch.bfloat16 else fp32_s))
-    check = model_store.native_bf16.__wrapped__  # the uncached function: each call re-reads the record
+    check = precision.native_bf16.__wrapped__  # the uncached function: each call re-reads the record
     assert check() is expected
     assert check() is expected
     assert timings == ([torch.float32, torch.bfloat16] if timed else [])  # the second answer came from the record
@@ -61,14 +70,16 @@ def test_auto_precision_times_bf16_against_fp32_once_per_cpu(monkeypatch, tmp_pa
 def test_auto_precision_still_answers_when_its_record_cannot_be_written(monkeypatch, tmp_path):
     import torch
 
-    from sia.gateway import model_store
+    from sia import precision
 
-    monkeypatch.setattr(model_store, "cache_dir", lambda: tmp_path / "missing")  # every write fails
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # the cache "folder" is a file: every write under it fails
+    monkeypatch.setattr(precision, "cache_dir", lambda: blocker)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(model_store, "_cpuinfo", lambda: CPUINFO.format(extra="amx_bf16"))
-    monkeypatch.setattr(model_store, "_matmul_seconds", lambda dtype: 0.002 if dtype == torch.bfloat16 else 0.01)
-    assert model_store.native_bf16.__wrapped__() is True
-    assert not (tmp_path / "missing").exists()
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: CPUINFO.format(extra="amx_bf16"))
+    monkeypatch.setattr(precision, "_matmul_seconds", lambda dtype: 0.002 if dtype == torch.bfloat16 else 0.01)
+    assert precision.native_bf16.__wrapped__() is True
+    assert blocker.is_file() and blocker.read_text() == ""
 
 
 def test_every_field_is_documented():

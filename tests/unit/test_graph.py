@@ -9,8 +9,8 @@ import sqlite3
 import pytest
 
 from sia.graph.state import SIAInput
-from sia.nodes.edits import LIBRARY, apply_edit
-from sia.tasks.base import Task
+from sia.tasks.classification.edits import LIBRARY, apply_edit
+from sia.tasks.csv_task import CsvTask
 from tests.fakes import (REFERENCE_AGENT, TEST_ONLY_LABEL, FakeTrainer, fake_config, fake_model_cache,
                          fake_services, make_tiny_task, prompts_sent, run_graph, shutdown)
 
@@ -54,7 +54,7 @@ def assert_no_leak(svc, task_dir, out):
     """No selection/test item id or text, no test-only gold label and no test score in any prompt."""
     prompts = prompts_sent(svc)
     assert prompts, "the scripted models were never asked anything"
-    splits = Task.load(task_dir).splits()
+    splits = CsvTask.load(task_dir).splits()
     secrets = [TEST_ONLY_LABEL] + [r[k] for s in ("selection", "test") for r in splits[s] for k in ("id", "text")]
     for h in out["history"]:
         if h.test is not None:
@@ -70,6 +70,7 @@ def sub(name: str, *nodes: str) -> list[str]:
 
 START = ["meta", "task", "feedback"]
 END = ["task", "feedback", "finish"]
+FAILED_END = ["record_failure", "feedback", "finish"]  # a lever that produced no candidate
 
 
 def test_graph_structure_snapshot():
@@ -78,7 +79,7 @@ def test_graph_structure_snapshot():
     g = graph.get_graph(xray=1)
     assert sorted(g.nodes) == [
         "__end__", "__start__", "feedback", "finetune:__end__", "finetune:build_dataset",
-        "finetune:promote_adapter", "finetune:score_adapter", "finetune:train_adapter", "finish", "meta",
+        "finetune:train_adapter", "finish", "meta", "record_failure",
         "scaffold_rewrite:__end__", "scaffold_rewrite:__start__", "scaffold_rewrite:accept_scaffold",
         "scaffold_rewrite:give_up_scaffold", "scaffold_rewrite:propose_scaffold",
         "scaffold_rewrite:validate_scaffold", "task"]
@@ -97,14 +98,14 @@ def test_graph_structure_snapshot():
         ("scaffold_rewrite:validate_scaffold", "scaffold_rewrite:propose_scaffold", True, None),
         ("scaffold_rewrite:accept_scaffold", "scaffold_rewrite:__end__", False, None),
         ("scaffold_rewrite:give_up_scaffold", "scaffold_rewrite:__end__", False, None),
-        ("scaffold_rewrite:__end__", "task", False, None),
+        ("scaffold_rewrite:__end__", "task", True, None),
+        ("scaffold_rewrite:__end__", "record_failure", True, None),
         ("finetune:build_dataset", "finetune:train_adapter", True, "continue"),
         ("finetune:build_dataset", "finetune:__end__", True, "stop"),
-        ("finetune:train_adapter", "finetune:score_adapter", True, "continue"),
-        ("finetune:train_adapter", "finetune:__end__", True, "stop"),
-        ("finetune:score_adapter", "finetune:promote_adapter", False, None),
-        ("finetune:promote_adapter", "finetune:__end__", False, None),
-        ("finetune:__end__", "task", False, None),
+        ("finetune:train_adapter", "finetune:__end__", False, None),
+        ("finetune:__end__", "task", True, None),
+        ("finetune:__end__", "record_failure", True, None),
+        ("record_failure", "feedback", False, None),
     ])
 
 
@@ -164,7 +165,7 @@ def test_code_rewrite_retries_after_syntax_error(tmp_path, task_dir):
 def test_rewrite_gives_up_after_max_attempts(tmp_path, task_dir):
     svc, out, trace = run(tmp_path, task_dir, [decide("scaffold"), BROKEN, BROKEN, BROKEN], feedback_writes_code=True)
     assert trace == START + sub("scaffold_rewrite", *["propose_scaffold", "validate_scaffold"] * 3,
-                                "propose_scaffold", "give_up_scaffold") + END
+                                "propose_scaffold", "give_up_scaffold") + FAILED_END
     gen2 = out["history"][1]
     assert (gen2.generation, gen2.accepted, gen2.selection, gen2.test) == (2, False, None, None)
     assert gen2.note.startswith("rewrite failed after 3 attempts") and "SyntaxError" in gen2.note
@@ -178,10 +179,16 @@ def dataset_texts(svc, gen: int) -> str:
     return (svc.paths.adapter(gen) / "dataset.jsonl").read_text()
 
 
-def test_weights_adapter_promoted(tmp_path, task_dir):
+def test_weights_adapter_promoted(tmp_path, task_dir, monkeypatch):
+    import sia.nodes.task
+
+    verdicts = []
+    decide_once = sia.nodes.task.keep_best
+    monkeypatch.setattr(sia.nodes.task, "keep_best", lambda *a: verdicts.append(decide_once(*a)) or verdicts[-1])
     trainer = FakeTrainer()
     svc, out, trace = run(tmp_path, task_dir, [decide("weights")], trainer=trainer)
-    assert trace == START + sub("finetune", "build_dataset", "train_adapter", "score_adapter", "promote_adapter") + END
+    assert trace == START + sub("finetune", "build_dataset", "train_adapter") + END
+    assert len(verdicts) == 2  # keep-best decided once per candidate: generation 1, then the adapter
     gen2 = out["history"][1]
     assert (gen2.lever, gen2.adapter, gen2.accepted, gen2.selection) == ("weights", "adapters/gen_2", True, 1.0)
     assert out["incumbent"].adapter == "adapters/gen_2"
@@ -190,7 +197,7 @@ def test_weights_adapter_promoted(tmp_path, task_dir):
     stats = json.loads((svc.paths.adapter(2) / "dataset_stats.json").read_text())
     rows = [json.loads(line) for line in dataset_texts(svc, 2).splitlines()]
     assert len(rows) == stats["rewarded"] + stats["gold_target"] >= 4  # feedback (3) + rollout (6) calls
-    splits = Task.load(task_dir).splits()
+    splits = CsvTask.load(task_dir).splits()
     assert not [r["text"] for s in ("selection", "test") for r in splits[s] if r["text"] in dataset_texts(svc, 2)]
     with sqlite3.connect(svc.paths.run_db) as db:
         assert db.execute("select version, promoted, backend from adapters").fetchall() == [("adapters/gen_2", 1, "fake")]
@@ -199,37 +206,38 @@ def test_weights_adapter_promoted(tmp_path, task_dir):
 
 def test_weights_adapter_not_promoted(tmp_path, task_dir):
     svc, out, trace = run(tmp_path, task_dir, [decide("weights")], adapter_helps=False)
-    assert trace == START + sub("finetune", "build_dataset", "train_adapter", "score_adapter", "promote_adapter") + END
+    assert trace == START + sub("finetune", "build_dataset", "train_adapter") + END
     gen2 = out["history"][1]
     assert (gen2.lever, gen2.accepted, gen2.selection, gen2.test) == ("weights", False, pytest.approx(1 / 3), None)
-    assert gen2.note.startswith("adapter not promoted")
+    assert gen2.note.startswith("LoRA on") and "vs incumbent (needs > +0.000)" in gen2.note
     assert out["errors"] == []  # a rejected adapter is an outcome, not a fault
     assert out["incumbent"].generation == 1 and out["incumbent"].adapter is None
     with sqlite3.connect(svc.paths.run_db) as db:
-        assert db.execute("select promoted from adapters").fetchall() == [(0,)]
+        assert db.execute("select promoted, selection from adapters").fetchall() == [(0, pytest.approx(1 / 3))]
 
 
 def test_too_few_rows_stops_finetune_before_training(tmp_path, task_dir):
     trainer = FakeTrainer()
     config = fake_config(tmp_path, finetune={"min_examples": 1000})
     svc, out, trace = run(tmp_path, task_dir, [decide("weights")], trainer=trainer, config=config)
-    assert trace == START + sub("finetune", "build_dataset") + END
+    assert trace == START + sub("finetune", "build_dataset") + FAILED_END
     assert trainer.calls == [] and "training rows (need 1000)" in out["history"][1].note
     assert not out["history"][1].accepted and any(e.startswith("gen 2 finetune: only") for e in out["errors"])
 
 
 def test_training_failure_stops_finetune(tmp_path, task_dir):
     svc, out, trace = run(tmp_path, task_dir, [decide("weights")], trainer=FakeTrainer(fail=True))
-    assert trace == START + sub("finetune", "build_dataset", "train_adapter") + END
+    assert trace == START + sub("finetune", "build_dataset", "train_adapter") + FAILED_END
     assert out["history"][1].note.startswith("training failed: fake training failure")
     assert out["incumbent"].generation == 1
 
 
 def test_selection_items_never_reach_training_data_after_a_promoted_adapter(tmp_path, task_dir):
-    """Regression: score_adapter and the task node both evaluate generation N with purpose 'task'; their
-    item tags must differ, or sft_rows joins a selection item's call to a feedback item's result."""
+    """Regression: the task node evaluates generation N's selection split, then its feedback and test
+    splits, both with purpose 'task'; their item tags must differ, or sft_rows joins a selection
+    item's call to a feedback item's result."""
     svc, out, trace = run(tmp_path, task_dir, [decide("weights"), decide("weights")], max_generations=3)
     assert out["history"][1].accepted  # gen 2's adapter promoted: its selection calls carry gen-2 task tags
     data = dataset_texts(svc, 3)
-    splits = Task.load(task_dir).splits()
+    splits = CsvTask.load(task_dir).splits()
     assert [r["text"] for s in ("selection", "test") for r in splits[s] if r["text"] in data] == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sia.nodes.evaluation import evaluate
-from sia.tasks.base import Task
+from sia.tasks.csv_task import CsvTask
 from tests.fakes import fake_model_cache, fake_services, make_tiny_task, shutdown
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lora_dev_probe.py"
@@ -32,7 +32,7 @@ def svc(tmp_path, monkeypatch):
 
 
 def test_probe_scores_adapters_on_held_out_pool_items(tmp_path, svc):
-    task = Task.load(make_tiny_task(tmp_path / "tiny"))
+    task = CsvTask.load(make_tiny_task(tmp_path / "tiny"))
     example, reported, dev_runs = load_example(), [], []
 
     def evaluate_spy(svc, task, candidate, splits, **kwargs):
@@ -67,12 +67,12 @@ def test_probe_scores_adapters_on_held_out_pool_items(tmp_path, svc):
 
 
 def test_probe_refuses_a_dev_slice_that_overlaps_the_rollouts(tmp_path, svc):
-    task = Task.load(make_tiny_task(tmp_path / "tiny"))
+    task = CsvTask.load(make_tiny_task(tmp_path / "tiny"))
     with pytest.raises(ValueError, match="do not fit the training pool"):
         load_example().probe(svc, task, [], [], dev_items=len(task.splits()["pool"]))
 
 
 def test_probe_names_an_unknown_edit(tmp_path, svc):
-    task = Task.load(make_tiny_task(tmp_path / "tiny"))
+    task = CsvTask.load(make_tiny_task(tmp_path / "tiny"))
     with pytest.raises(ValueError, match="unknown edits \\['retrieved-shots-9'\\]"):
         load_example().probe(svc, task, ["retrieved-shots-9"], [], dev_items=4)

@@ -12,27 +12,41 @@ import shutil
 import pytest
 
 from sia.checkpoints.rundb import RunDB
+from sia.config import RoleConfig, RunConfig
 from sia.finetune.records import gold_completion, sft_rows
-from sia.gateway.server import CallScope, Gateway, MemoryRecorder, ModelCall
-from sia.graph.config import RoleConfig, RunConfig
+from sia.gateway.server import CallScope, Gateway, MemoryRecorder
 from sia.graph.state import GenerationResult, SIAState
 from sia.nodes import prompts
-from sia.nodes.edits import LIBRARY, apply_edit, available_edits, scaffold_settings
-from sia.nodes.meta import choose_edit
+from sia.nodes.edits import choose_edit
 from sia.nodes.policies import POLICIES, choose_lever
-from sia.tasks.base import Task, TaskError
+from sia.records import ItemResult, ModelCall
+from sia.tasks.base import TaskError
+from sia.tasks.classification.edits import LIBRARY, apply_edit, available_edits, scaffold_settings
+from sia.tasks.csv_task import CsvTask
 from tests.fakes import REFERENCE_AGENT, fake_backends, http, make_tiny_task, scripted_llm
 
 REFERENCE = REFERENCE_AGENT.read_text()
 
 
-# --- nodes/edits.py ---------------------------------------------------------------------------
+# --- tasks/classification/edits.py ------------------------------------------------------------
 
 def test_available_edits_skip_tried_and_no_op_edits():
     ids = [e.id for e in available_edits(REFERENCE, [])]
     assert ids[:3] == ["retrieved-shots-2", "centroid-labels-2", "neighbour-labels-2"]
     assert "constrain-output" not in ids  # the reference already constrains its output
     assert "retrieved-shots-2" not in [e.id for e in available_edits(REFERENCE, ["retrieved-shots-2"])]
+
+
+def test_edits_a_setting_overrides_are_not_offered():
+    """Once a centroid shortlist is on, the agent ignores neighbour_labels and lists the shortlist
+    anyway: those edits would change no prompt (the demo's generation 4 once picked one)."""
+    centroid = apply_edit(REFERENCE, next(e for e in LIBRARY if e.id == "centroid-labels-2"))
+    before = {e.id for e in available_edits(REFERENCE, [])}
+    after = {e.id for e in available_edits(centroid, [])}
+    overridden = {"neighbour-labels-2", "neighbour-labels-4", "list-labels"}
+    assert overridden <= before and not overridden & after
+    assert before - after == overridden | {"centroid-labels-2"}
+    assert {e.id for e in LIBRARY if "centroid_labels" in e.overridden_by} == overridden
 
 
 @pytest.mark.parametrize("edit", available_edits(REFERENCE, []), ids=lambda e: e.id)
@@ -166,9 +180,9 @@ def call(run_id, item, content, completion, purpose="task", fmt=ENUM_FMT) -> Mod
                      prompt_tokens=3, completion_tokens=3, latency_s=0.1)
 
 
-def item(run_id, tag, split, gold, score) -> dict:
-    return {"run_id": run_id, "generation": 1, "scaffold_sha": "s", "adapter": "base", "split": split,
-            "item_id": f"id-{tag}", "tag": tag, "prediction": "theft", "gold": gold, "score": score, "error": None}
+def item(run_id, tag, split, gold, score) -> ItemResult:
+    return ItemResult(run_id=run_id, generation=1, scaffold_sha="s", adapter="base", split=split, item_id=f"id-{tag}",
+                      tag=tag, prediction="theft", gold=gold, score=score)
 
 
 def test_sft_rows_use_only_feedback_and_rollout_items(tmp_path):
@@ -208,8 +222,8 @@ def test_sft_rows_do_not_depend_on_the_order_calls_were_recorded(tmp_path):
 
 def test_sft_rows_can_keep_only_the_incumbent_scaffolds_calls(tmp_path):
     db = RunDB(tmp_path / "run.db")
-    old = {**item("r", "a", "feedback", "theft", 1.0), "scaffold_sha": "old"}
-    new = {**item("r", "b", "feedback", "theft", 0.0), "scaffold_sha": "new", "generation": 2}
+    old = dataclasses.replace(item("r", "a", "feedback", "theft", 1.0), scaffold_sha="old")
+    new = dataclasses.replace(item("r", "b", "feedback", "theft", 0.0), scaffold_sha="new", generation=2)
     db.save_items([old, new])
     db.record_call(call("r", "a", "OLD-SCAFFOLD", '{"label": "theft"}'))
     db.record_call(dataclasses.replace(call("r", "b", "NEW-SCAFFOLD", '{"label": "fraud"}'), generation=2))
@@ -239,18 +253,18 @@ def test_task_load_errors_name_the_file(tmp_path, tiny, breakage, message):
     broken = shutil.copytree(tiny, tmp_path / "broken")
     breakage(broken)
     with pytest.raises(TaskError, match=message):
-        Task.load(broken)
+        CsvTask.load(broken)
 
 
 def test_splits_are_deterministic_and_disjoint(tiny):
-    first, again = Task.load(tiny).splits(), Task.load(tiny).splits()
+    first, again = CsvTask.load(tiny).splits(), CsvTask.load(tiny).splits()
     assert first == again
     ids = {name: [r["id"] for r in rows] for name, rows in first.items()}
     assert {k: len(v) for k, v in ids.items()} == {"feedback": 3, "selection": 6, "pool": 15, "test": 7}
     train_ids = ids["feedback"] + ids["selection"] + ids["pool"]
     assert len(set(train_ids)) == len(train_ids) == 24 and not set(train_ids) & set(ids["test"])
     assert sorted(r["label"] for r in first["feedback"]) == ["assault", "fraud", "theft"]
-    assert {k: len(v) for k, v in Task.load(tiny).splits(limit=2).items()} == {"feedback": 2, "selection": 2, "pool": 15, "test": 2}
+    assert {k: len(v) for k, v in CsvTask.load(tiny).splits(limit=2).items()} == {"feedback": 2, "selection": 2, "pool": 15, "test": 2}
 
 
 def read_csv(path) -> list[dict]:
@@ -261,7 +275,7 @@ def read_csv(path) -> list[dict]:
 
 
 def test_write_view_hides_predicted_items_and_split_names(tmp_path, tiny):
-    task = Task.load(tiny)
+    task = CsvTask.load(tiny)
     sp = task.splits()
     predict = {s: sp[s] for s in ("feedback", "selection", "test")}
     tags = task.write_view(tmp_path / "view", predict, sp["pool"] + sp["feedback"], salt="r:1:task", prefix="g1t-")
@@ -339,5 +353,5 @@ def test_gateway_invalid_body_is_400(gateway, body, raw, message):
 def test_any_slice_of_the_pool_mixes_labels(tiny):
     """The rollouts are the pool's first items; drawn from one label, they would hide that label's
     every training example from the agent (regression: rollouts once scored 0/48 on lawbench-mini)."""
-    pool = Task.load(tiny).splits()["pool"]
+    pool = CsvTask.load(tiny).splits()["pool"]
     assert len({r["label"] for r in pool[:5]}) >= 2

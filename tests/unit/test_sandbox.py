@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from sia.config import SandboxLimits
 from sia.sandbox import (
-    SandboxLimits,
     SandboxResult,
     SandboxRunner,
     SubprocessSandbox,
     run_sandboxed,
     scrubbed_env,
 )
+from sia.sandbox.limits import sandbox_uid
 
 PY = sys.executable
 IS_ROOT = os.geteuid() == 0
@@ -77,7 +78,7 @@ def test_normal_run_output_and_exit_code(workdir: Path) -> None:
     assert not res.output_truncated and res.killed_leftovers == 0
     assert (workdir / "made.txt").read_text() == "x"
     if IS_ROOT:
-        assert f"uid {FAST.sandbox_uid()}" in res.stdout
+        assert f"uid {sandbox_uid(FAST)}" in res.stdout
     assert run_py("print('ok')", workdir).ok
 
 
@@ -135,7 +136,7 @@ def test_double_forked_daemon_is_killed(workdir: Path) -> None:
     assert size > 0
     time.sleep(0.3)
     assert beat.stat().st_size == size
-    assert uid_processes(FAST.sandbox_uid()) == []
+    assert uid_processes(sandbox_uid(FAST)) == []
 
 
 def test_memory_bomb_fails_without_hurting_parent(workdir: Path) -> None:
@@ -185,7 +186,7 @@ def test_fork_bomb_is_contained(workdir: Path) -> None:
     """, workdir, limits)
     assert "guard ok" in res.stdout, res.stderr
     assert res.timed_out and res.killed_leftovers >= 1
-    assert uid_processes(limits.sandbox_uid()) == []
+    assert uid_processes(sandbox_uid(limits)) == []
     # The bomb's zombies still count against RLIMIT_NPROC until init reaps them;
     # the next run under the same uid must nevertheless be able to fork.
     res = run_py("""

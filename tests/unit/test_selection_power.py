@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sia.nodes.keep_best import KeepBestConfig
+from sia.config import KeepBestConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "selection_power.py"
 

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from sia.config import KeepBestConfig
+from sia.config import SandboxLimits
 from sia.graph.state import SIAInput
-from sia.nodes.keep_best import KeepBestConfig, keep_best, mcnemar_p, paired_bootstrap_p
-from sia.sandbox.limits import SandboxLimits
+from sia.nodes.keep_best import keep_best, mcnemar_p, paired_bootstrap_p
 from sia.sandbox.runner import SubprocessSandbox
-from sia.tasks.base import Task, TaskError
+from sia.tasks.base import TaskError
+from sia.tasks.csv_task import CsvTask
 from sia.tasks.evaluator import EvaluatorError, run_evaluator
 from tests.fakes import fake_config, fake_model_cache, fake_services, make_tiny_task, run_graph, shutdown
 
@@ -131,8 +133,8 @@ def task_with_evaluator(root: Path, code: str = EVALUATOR) -> Path:
 
 
 def test_an_evaluator_scores_per_item_in_its_own_process(tmp_path):
-    task = Task.load(task_with_evaluator(tmp_path / "t"))
-    out = run_evaluator(task, SubprocessSandbox(), SandboxLimits(memory_mb=1024), os.sys.executable,
+    task = CsvTask.load(task_with_evaluator(tmp_path / "t"))
+    out = run_evaluator(task.root / task.spec.evaluator, task.spec.evaluator_timeout_s, SubprocessSandbox(), SandboxLimits(memory_mb=1024), os.sys.executable,
                         {"a": "x", "b": None}, {"a": "x", "b": "y"})
     assert out == {"a": 1.0, "b": 0.0}
 
@@ -140,9 +142,9 @@ def test_an_evaluator_scores_per_item_in_its_own_process(tmp_path):
 @pytest.mark.parametrize("case", sorted(BROKEN_EVALUATORS))
 def test_a_broken_evaluator_gets_one_clear_error_naming_the_file(tmp_path, case):
     code, message = BROKEN_EVALUATORS[case]
-    task = Task.load(task_with_evaluator(tmp_path / "t", code))
+    task = CsvTask.load(task_with_evaluator(tmp_path / "t", code))
     with pytest.raises(EvaluatorError, match=message) as err:
-        run_evaluator(task, SubprocessSandbox(), SandboxLimits(memory_mb=1024), os.sys.executable,
+        run_evaluator(task.root / task.spec.evaluator, task.spec.evaluator_timeout_s, SubprocessSandbox(), SandboxLimits(memory_mb=1024), os.sys.executable,
                       {"a": "x", "b": "y"}, {"a": "x", "b": "y"})
     assert str(task.root / "evaluate.py") in str(err.value)
 
@@ -155,7 +157,7 @@ def test_a_task_missing_its_evaluator_or_private_dir_is_refused(tmp_path, breaka
     task_dir = task_with_evaluator(tmp_path / "t")
     breakage(task_dir)
     with pytest.raises(TaskError, match=message):
-        Task.load(task_dir)
+        CsvTask.load(task_dir)
 
 
 def test_a_crashing_evaluator_stops_the_run_and_resume_after_the_fix_loses_nothing(tmp_path):
@@ -212,7 +214,7 @@ def test_protect_hides_private_data_from_other_users(tmp_path):
     task_dir = make_tiny_task(tmp_path / "task")
     (task_dir / "data" / "private").chmod(0o755)
     (task_dir / "task.md").chmod(0o666)
-    task = Task.load(task_dir)
+    task = CsvTask.load(task_dir)
     task.protect()
     assert (task_dir / "data" / "private").stat().st_mode & 0o777 == 0o700
     assert task_dir.stat().st_mode & 0o777 == 0o700  # data/public/train.csv labels the selection items
@@ -225,13 +227,13 @@ def test_task_metadata_can_declare_the_feedback_and_selection_ids(tmp_path):
     spec = json.loads((task_dir / "sia_task.json").read_text())
     (task_dir / "splits.json").write_text(json.dumps({"feedback": ["tr-theft-0"], "selection": ["tr-theft-1", "tr-fraud-2"]}))
     (task_dir / "sia_task.json").write_text(json.dumps({**spec, "splits_file": "splits.json"}))
-    splits = Task.load(task_dir).splits()
+    splits = CsvTask.load(task_dir).splits()
     assert sorted(r["id"] for r in splits["selection"]) == ["tr-fraud-2", "tr-theft-1"]
     assert [r["id"] for r in splits["feedback"]] == ["tr-theft-0"]
     assert {"tr-theft-0", "tr-theft-1", "tr-fraud-2"}.isdisjoint(r["id"] for r in splits["pool"])
     (task_dir / "splits.json").write_text(json.dumps({"feedback": ["nope"], "selection": []}))
     with pytest.raises(TaskError, match=r"splits\.json: ids must be distinct training ids; unknown: \['nope'\]"):
-        Task.load(task_dir).splits()
+        CsvTask.load(task_dir).splits()
 
 
 def test_the_agent_gets_the_variables_its_task_declares_and_no_other(tmp_path, monkeypatch):
@@ -252,11 +254,11 @@ def test_the_agent_gets_the_variables_its_task_declares_and_no_other(tmp_path, m
     assert seen.endswith(" strict") and "TINY_MODE" in seen and "sk-planted" not in seen
     (task_dir / "sia_task.json").write_text(json.dumps({**spec, "agent_env": ["HF_TOKEN"]}))
     with pytest.raises(TaskError, match="agent_env names HF_TOKEN, which looks like a secret"):
-        Task.load(task_dir)
+        CsvTask.load(task_dir)
 
 
 def test_a_run_config_from_before_keep_best_still_loads_with_its_old_rule(tmp_path):
-    from sia.graph.config import RunConfig
+    from sia.config import RunConfig
 
     old = RunConfig(runs_dir=tmp_path).model_dump(mode="json")
     del old["keep_best"]

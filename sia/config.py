@@ -1,0 +1,261 @@
+"""Every configuration of SIA, in one place: one flat, documented config per component (fine-tuning,
+sandbox limits, keep-best, the gateway, the scaffold rewrite, each role's model), each with one
+set of defaults, and `RunConfig`, which holds them all and is saved with each run.
+
+Defaults run fully offline on a laptop CPU with the embedded model behind our gateway.
+A role (meta, feedback, target) points at any OpenAI-compatible endpoint instead by
+setting `base_url`, `model` and the name of the environment variable holding its key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sia.precision import Precision
+
+EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"  # the target model served by our gateway by default
+
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class FinetuneConfig(BaseModel):
+    """Hyper-parameters and run options for `finetune.train_lora`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank: width of the low-rank update matrices.")
+    lora_alpha: float = Field(
+        32, gt=0, description="LoRA scaling numerator; the update is scaled by lora_alpha / lora_r."
+    )
+    lora_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input path (0 keeps small runs deterministic)."
+    )
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(ALL_LINEAR),
+        min_length=1,
+        description="Leaf names of the Linear layers that get LoRA adapters (default: every linear layer "
+        "of a llama block).",
+    )
+    learning_rate: float = Field(
+        1e-3, gt=0.0, le=1.0, description="Peak AdamW learning rate (high because data is small and steps few)."
+    )
+    epochs: float = Field(3, gt=0, description="Passes over the dataset; ignored when max_steps > 0.")
+    max_steps: int = Field(
+        -1, description="Optimizer steps to run; -1 means derive them from epochs, a positive value overrides epochs."
+    )
+    batch_size: int = Field(8, ge=1, description="Examples per forward/backward pass.")
+    grad_accum: int = Field(1, ge=1, description="Forward/backward passes accumulated per optimizer step.")
+    max_length: int = Field(
+        1024, ge=16, description="Token limit per example (prompt + completion); longer rows are cut at the end."
+    )
+    seed: int = Field(0, ge=0, description="Seed for LoRA initialisation, data order and dropout.")
+    save_steps: int = Field(
+        4, ge=1, description="Write a resumable trainer checkpoint every this many optimizer steps."
+    )
+    save_total_limit: int = Field(2, ge=1, description="Trainer checkpoints kept on disk; older ones are deleted.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory, about 30% slower; off suits CPU."
+    )
+    precision: Precision = Field(
+        "auto",
+        description="'bf16' trains under bfloat16 autocast (LoRA weights and optimizer stay float32): about "
+        "2x faster on a CPU with AMX, slower on one without. 'auto' picks bf16 where it is measured clearly "
+        "faster (sia.precision.native_bf16), else 'fp32'.",
+    )
+    backend: Literal["unsloth", "trl"] = Field(
+        "unsloth",
+        description="'unsloth' loads the model through Unsloth's FastLanguageModel; 'trl' uses plain "
+        "transformers + PEFT. Both train with TRL's SFTTrainer.",
+    )
+    allow_fallback: bool = Field(
+        True,
+        description="With backend='unsloth', train with 'trl' when Unsloth cannot be imported or cannot "
+        "load the model; the summary records which backend ran. False makes that failure fatal.",
+    )
+    min_examples: int = Field(4, ge=1, description="Refuse datasets with fewer valid rows than this.")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _check_target_modules(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not _MODULE_NAME.match(name)]
+        if bad:
+            raise ValueError(f"target_modules must be plain layer names like 'q_proj'; got {bad}")
+        dupes = sorted({name for name in value if value.count(name) > 1})
+        if dupes:
+            raise ValueError(f"target_modules lists {dupes} more than once")
+        return value
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> "FinetuneConfig":
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"max_steps={self.max_steps}: use -1 to train for `epochs` epochs, or a positive number of steps"
+            )
+        ratio = self.lora_alpha / self.lora_r
+        if not 1 / 16 <= ratio <= 16:
+            raise ValueError(
+                f"lora_alpha / lora_r = {self.lora_alpha:g} / {self.lora_r} = {ratio:g} scales the LoRA update "
+                "far outside the usual range (1 to 2); the two values are probably swapped or mistyped"
+            )
+        return self
+
+    def examples_per_step(self) -> int:
+        """Examples consumed by one optimizer step."""
+        return self.batch_size * self.grad_accum
+
+    def total_steps(self, n_examples: int) -> int:
+        """Optimizer steps a run on `n_examples` rows will take (what the trainer will report as max_steps)."""
+        if self.max_steps > 0:
+            return self.max_steps
+        per_epoch = max(1, math.ceil(math.ceil(n_examples / self.batch_size) / self.grad_accum))
+        return max(1, math.ceil(per_epoch * self.epochs))
+
+
+def describe_errors(error: ValidationError) -> str:
+    """A pydantic ValidationError as one line: `field: problem; field: problem`."""
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "config"
+        parts.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+class SandboxLimits(BaseModel):
+    """Limits applied to every sandboxed child (agents, evaluators, solutions); see `sandbox.runner`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wall_timeout_s: float = Field(600.0, gt=0, description="Wall-clock limit in seconds. On expiry the child's whole "
+                                  "process group and every process running as `uid` is sent SIGKILL.")
+    cpu_time_s: int = Field(1200, gt=0, description="CPU seconds per process (RLIMIT_CPU); SIGXCPU/SIGKILL when exceeded.")
+    memory_mb: int = Field(4096, gt=0, description="Address-space limit per process in MiB (RLIMIT_AS). Counts virtual "
+                           "memory, so thread stacks and mmaps count too; a bare Python needs a few tens of MiB, heavy "
+                           "libraries (torch) need far more.")
+    open_files: int = Field(256, gt=0, description="Maximum open file descriptors per process (RLIMIT_NOFILE).")
+    processes: int = Field(64, gt=0, description="Maximum processes plus threads owned by the sandbox uid (RLIMIT_NPROC). "
+                           "Only enforced because the child runs as an unprivileged uid; the kernel ignores it for root.")
+    output_bytes: int = Field(2_000_000, gt=0, description="Bytes of stdout+stderr kept (the tail; the rest is discarded "
+                              "and the result flagged as truncated). A child that writes more than 8x this in total is killed.")
+    file_size_mb: int = Field(256, gt=0, description="Largest file the child may write, in MiB (RLIMIT_FSIZE).")
+    isolate_network: bool = Field(True, description="Run the child in its own network namespace where only the forwarded "
+                                  "ports (the gateway) answer on 127.0.0.1. Needs root (CAP_SYS_ADMIN); elsewhere the "
+                                  "child shares the host network and the result says so.")
+    uid: int | None = Field(None, gt=0, description="Unprivileged uid (also used as gid) the child runs as when the parent "
+                            "is root. Must be used by nothing else: after each run every process with this uid is killed. "
+                            "None picks 61000 + (pid % 4000), so concurrent SIA processes never sweep each other's children.")
+
+
+class RoleConfig(BaseModel):
+    """Which model plays one role, and what it can do."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL; None means the embedded model via our gateway.")
+    model: str = Field(EMBEDDED_MODEL_NAME, description="Model name sent in each request.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (never stored).")
+    can_write_code: bool = Field(False, description="Whether this model writes whole agents; if not, typed scaffold edits are used.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature for this role.")
+    max_tokens: int = Field(256, ge=16, description="Completion token limit for this role (raise it for a code-writing model).")
+    timeout_s: float = Field(300, gt=0, description="Per-request timeout.")
+
+    @property
+    def embedded(self) -> bool:
+        return self.base_url is None
+
+
+class ScaffoldConfig(BaseModel):
+    """The scaffold-rewrite subgraph."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(3, ge=1, le=10, description="Proposals tried per rewrite before giving up (each retry sees the last error).")
+    smoke_items: int = Field(4, ge=1, description="Feedback items in the validation smoke run.")
+
+
+class GatewayConfig(BaseModel):
+    """Our local OpenAI-compatible gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch: int = Field(16, ge=1, description="Most requests decoded together in one batch.")
+    batch_window_ms: float = Field(15, ge=0, description="How long the batcher waits for more requests to join a batch.")
+    greedy_cache_entries: int = Field(
+        50_000, ge=0, description="Greedy completions kept per set of weights, so that a repeated request is answered "
+                                  "without decoding it again (0: off; see gateway/cache.py).")
+    precision: Precision = Field(
+        "auto", description="Dtype the embedded model is served in; 'auto' is bf16 where it is measured clearly "
+                            "faster (a GPU, or e.g. a CPU with AMX: about 2x faster generation), else fp32.")
+
+
+class KeepBestConfig(BaseModel):
+    """How a candidate must beat the incumbent on the selection split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    test: Literal["bootstrap", "mcnemar", "none"] = Field("bootstrap", description="Paired test on per-item selection scores.")
+    confidence: float = Field(0.8, gt=0.5, lt=1, description="Accept when the one-sided p-value is at most 1 - confidence.")
+    min_improvement: float = Field(0.0, ge=0, description="The candidate's mean must also exceed the incumbent's by more than this.")
+    resamples: int = Field(10_000, ge=100, description="Bootstrap resamples.")
+    seed: int = Field(0, description="Bootstrap seed (decisions are reproducible).")
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs besides its inputs; written to runs/RUN/config.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runs_dir: Path = Field(Path("runs"), description="Where run folders go (git-ignored).")
+    meta: RoleConfig = Field(default_factory=RoleConfig, description="The Meta-Agent's model (writes generation 1).")
+    feedback: RoleConfig = Field(default_factory=RoleConfig, description="The Feedback-Agent's model (diagnoses, picks levers, rewrites).")
+    target: RoleConfig = Field(default_factory=RoleConfig, description="The target model the task agent calls.")
+    sandbox: SandboxLimits = Field(default_factory=SandboxLimits, description="Limits for every generated agent run.")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="LoRA training settings for the weights lever.")
+    scaffold: ScaffoldConfig = Field(default_factory=ScaffoldConfig, description="Scaffold-rewrite settings.")
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="Gateway batching.")
+    keep_best: KeepBestConfig = Field(default_factory=KeepBestConfig, description="When a candidate replaces the incumbent (paired test on the selection split).")
+    report_rejected: bool = Field(False, description="Also score rejected candidates on the feedback and test splits (costs time, changes nothing).")
+    rollout_items: int = Field(48, ge=0, description="Training-pool items the incumbent runs on to make fine-tuning data.")
+    train_on: Literal["incumbent_scaffold", "all_scaffolds"] = Field(
+        "incumbent_scaffold", description="Which recorded calls become fine-tuning rows: only those the incumbent "
+        "scaffold made (the prompts the adapter will be served under), or those of every scaffold in the run.")
+
+    @model_validator(mode="after")
+    def _target_writes_no_code(self) -> "RunConfig":
+        if self.target.can_write_code:
+            raise ValueError("target.can_write_code is meaningless: the target model is called by the agent, it writes nothing")
+        return self
+
+    @property
+    def weights_available(self) -> bool:
+        """LoRA training needs the weights, which only the embedded target has."""
+        return self.target.embedded
+
+    @classmethod
+    def from_env(cls) -> "RunConfig":
+        """Defaults, overridden by a JSON file named in SIA_CONFIG and SIA_RUNS_DIR."""
+        data = {}
+        if path := os.environ.get("SIA_CONFIG"):
+            data = json.loads(Path(path).read_text())
+        cfg = cls.model_validate(data)
+        if runs := os.environ.get("SIA_RUNS_DIR"):
+            cfg = cfg.model_copy(update={"runs_dir": Path(runs)})
+        return cfg
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+            if isinstance(data, dict) and "min_improvement" in data:  # runs from before keep_best: same rule
+                data["keep_best"] = {"test": "none", "min_improvement": data.pop("min_improvement")}
+            return cls.model_validate(data)
+        except ValueError as exc:
+            raise ValueError(f"{path}: invalid run config: {exc}") from exc

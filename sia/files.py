@@ -1,0 +1,87 @@
+"""Atomic file and folder writes: a reader (another process, a resumed run, a crash survivor)
+sees either the old content or the new, never half of it.
+
+Everything is written to a hidden sibling first and then swapped in with `os.replace`, which is
+atomic within one filesystem. The sibling's name carries the process and thread id, so two
+writers of the same path never write into each other's temporary file. Imports no component.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _sibling(path: Path, kind: str) -> Path:
+    # Hidden and unique per writer; `.NAME.KIND-PID-...` is also what `_sweep_stale` looks for.
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{threading.get_ident()}")
+
+
+@contextmanager
+def replacing_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary path to write `path`'s new content to; it replaces `path` when the block
+    ends. If the block fails, the temporary file is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # already gone after a successful replace
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with replacing_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with replacing_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: Path, data) -> None:
+    # default=str: paths, datetimes and the like are written as text rather than failing the write.
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _sweep_stale(target: Path) -> None:
+    """Remove temporary siblings of `target` left by writers that were killed (their pid is gone):
+    a folder can be large (a converted model), and a crash skips `replacing_dir`'s cleanup."""
+    for stale in target.parent.glob(f".{target.name}.*-*"):
+        kind, _, owner = stale.name[len(target.name) + 2:].partition("-")
+        pid = owner.split("-")[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass  # alive but not ours to signal: still in use
+
+
+@contextmanager
+def replacing_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder to lay out `target`'s new content in; it replaces `target`
+    when the block ends, so no half-written folder is ever seen under that name. If the block
+    fails, the temporary folder is removed and `target` is left as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(target)
+    tmp, old = _sibling(target, "tmp"), _sibling(target, "old")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if target.exists():
+            os.replace(target, old)  # os.replace cannot overwrite a non-empty folder: move it aside first
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
