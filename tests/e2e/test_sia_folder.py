@@ -69,11 +69,11 @@ def test_sia_eval_runs_the_unmodified_evaluator_on_one_tier(tmp_path, capsys, it
     write_submission(tmp_path / "submission.csv", half)
     assert main(["eval", "--task-dir", str(root), "--submission", str(tmp_path / "submission.csv")]) == 0
     expected = sum(half[i] == gold[i] for i in test_ids) / len(test_ids)
-    assert f"accuracy {expected:.5f} on the 9 test items" in capsys.readouterr().out
+    assert f"accuracy {expected:.5f} on 9 test items" in capsys.readouterr().out
     # the selection tier's evaluator saw only selection ids: a test-only submission scores 0 there
     assert main(["eval", "--task-dir", str(root), "--submission", str(tmp_path / "submission.csv"),
                  "--split", "selection"]) == 0
-    assert "accuracy 0.00000 on the 3 selection items" in capsys.readouterr().out
+    assert "accuracy 0.00000 on 3 selection items" in capsys.readouterr().out
     # a folder of outputs is scored as it is; SIA's evaluator exits 1 without a submission.csv
     (tmp_path / "outputs").mkdir()
     (tmp_path / "outputs" / "notes.txt").write_text("no submission here\n")
