@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sia.config import RunConfig
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sia.tasks.base import Task
 
 
+@runtime_checkable  # Studio builds a pydantic schema of RunContext, which checks this field with isinstance
 class Services(Protocol):
     """Everything with side effects that nodes use; tests pass fakes (tests/fakes.py)."""
 
