@@ -4,7 +4,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_ID ?= demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup demo test test-quick studio clean
+.PHONY: setup system-deps demo test test-quick studio clean
+
+## bubblewrap isolates generated code (sandbox/); as root with apt it is installed here, else say how.
+system-deps:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else echo "make: bubblewrap is missing (Debian/Ubuntu: sudo apt install bubblewrap); without it and root," \
+	       "runs need --unsafe-sandbox" >&2; fi; }
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { gb=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); [ "$$gb" -ge 7 ] || \
@@ -13,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: system-deps $(STAMP)
 
 ## Run the loop on the built-in demo task (offline, CPU, embedded SmolLM2-135M).
 demo: setup

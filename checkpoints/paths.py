@@ -37,6 +37,16 @@ class RunPaths:
     def run_db(self) -> Path:
         return self.root / "run.db"
 
+    @property
+    def sandboxes(self) -> Path:
+        """Records of live sandboxes (see sandbox.boxes): what a killed run left to sweep."""
+        return self.root / "sandboxes"
+
+    @property
+    def isolation(self) -> Path:
+        """The weakest sandbox isolation any process driving this run used (see sandbox.runner)."""
+        return self.root / "isolation.json"
+
     def tag_salt(self) -> str:
         """A random secret of this run (created once), so agents cannot recompute item tags."""
         path = self.root / ".tag_salt"

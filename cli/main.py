@@ -104,6 +104,10 @@ def run_status(paths: RunPaths) -> str:
     return "finished" if (paths.root / "summary.json").exists() else "interrupted"
 
 
+def run_isolation(paths: RunPaths) -> str | None:
+    return read_json(paths.isolation).get("isolation")
+
+
 def run_row(paths: RunPaths) -> dict:
     inputs = read_json(paths.inputs) or read_json(paths.root / "summary.json")
     if not inputs.get("task"):
@@ -114,7 +118,7 @@ def run_row(paths: RunPaths) -> dict:
     return {"id": paths.run_id, "task": inputs.get("task"), "policy": inputs.get("policy"), "done": len(gens),
             "max": inputs.get("max_generations"), "best": max(accepted, default=None),
             "first_test": tests[0] if tests else None, "last_test": tests[-1] if tests else None,
-            "status": run_status(paths)}
+            "status": run_status(paths), "isolation": run_isolation(paths)}
 
 
 # ---- commands ----
@@ -164,6 +168,7 @@ def cmd_run(args) -> int:
         raise CLIError(f"could not read the run config: {exc}") from None
     if args.runs_dir:
         cfg = cfg.model_copy(update={"runs_dir": Path(args.runs_dir)})
+    cfg = with_unsafe_sandbox(cfg, args)
     run_id = args.run_id or f"{Path(task).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         inputs = SIAInput(run_id=run_id, task=task, max_generations=args.generations, policy=args.policy,
@@ -191,15 +196,68 @@ def cmd_resume(args) -> int:
     if not paths.config.exists():
         raise CLIError(f"{paths.config} is missing: this folder was not started by `sia run` and cannot be resumed.")
     try:
-        cfg = RunConfig.load(paths.config).model_copy(update={"runs_dir": paths.runs_dir})
+        cfg = with_unsafe_sandbox(RunConfig.load(paths.config).model_copy(update={"runs_dir": paths.runs_dir}), args)
         inputs = SIAInput.model_validate_json(paths.inputs.read_text()) if paths.inputs.exists() else None
     except (OSError, ValueError) as exc:
         raise CLIError(f"could not read run '{paths.run_id}': {exc}") from None
     return drive(paths, cfg, inputs, None, args)
 
 
+ISOLATION_ORDER = ("unsafe", "bwrap", "bwrap+cgroups")  # weakest first
+
+
+def check_isolation(paths: RunPaths, cfg) -> None:
+    """Refuse to run generated code unisolated unless waived (then a banner), record the weakest
+    level this run has used, and sweep the sandboxes a killed earlier process of it left."""
+    from sia.sandbox.boxes import sweep
+    from sia.sandbox.runner import UNSAFE_BANNER, SandboxUnavailable, isolation_level
+
+    try:
+        level = isolation_level(cfg.sandbox)
+    except SandboxUnavailable as exc:
+        raise CLIError(str(exc)) from None
+    if level == "unsafe":
+        err_console.print(f"[bold red]{escape(UNSAFE_BANNER)}[/]")
+    before = run_isolation(paths)
+    if before not in ISOLATION_ORDER or ISOLATION_ORDER.index(level) < ISOLATION_ORDER.index(before):
+        write_json_atomic(paths.isolation, {"isolation": level})
+    if swept := sweep(paths.sandboxes):
+        err_console.print(f"[yellow]swept {swept} sandbox(es) a killed earlier process of this run left behind[/]")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: handled like Ctrl-C, so every sandbox is killed and freed on the way out."""
+
+
+def handle_termination_signals() -> dict:
+    """Turn SIGTERM and SIGHUP (SIGINT already is KeyboardInterrupt) into `Terminated` in the main
+    thread, so `finally` blocks (the sandbox's cleanup) run before the process exits. Returns
+    the previous handlers (for `signal.signal` to restore)."""
+    def terminate(signum, frame):
+        raise Terminated(signal.Signals(signum).name)
+
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: terminate, signal.SIGHUP: terminate}
+    return {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+
+
+def with_unsafe_sandbox(cfg, args):
+    if getattr(args, "unsafe_sandbox", False):
+        return cfg.model_copy(update={"sandbox": cfg.sandbox.model_copy(update={"allow_unsafe": True})})
+    return cfg
+
+
 def drive(paths: RunPaths, cfg, inputs, start_node: str | None, args) -> int:
     """Stream the graph for this run (fresh when `inputs` and no checkpoint, else from its checkpoint)."""
+    previous = handle_termination_signals()
+    try:
+        return _drive(paths, cfg, inputs, start_node, args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _drive(paths: RunPaths, cfg, inputs, start_node: str | None, args) -> int:
+    check_isolation(paths, cfg)
     with console.status("loading the loop (torch, langgraph)…"):
         from sia.checkpoints.saver import open_saver
         from sia.graph.context import RunContext
@@ -228,6 +286,9 @@ def drive(paths: RunPaths, cfg, inputs, start_node: str | None, args) -> int:
                                                 stream_mode=["updates", "custom"], subgraphs=True):
                 view.handle(ns, mode, chunk)
     except KeyboardInterrupt:
+        from sia.sandbox.runner import kill_live_sandboxes
+
+        kill_live_sandboxes()  # a sandbox running in a worker thread ends now, and cleans up there
         err_console.print(f"[yellow]Interrupted[/] in generation {view.gen} ({view.node}). Checkpoints are kept in "
                           f"{escape(str(paths.root))}; continue with `{resume_hint(paths, args)}`.")
         return 130
@@ -268,7 +329,7 @@ def cmd_serve(args) -> int:
         engines.append(Engine.load(EMBEDDED_MODEL_NAME, adapter=Path(args.adapter) if args.adapter else None,
                                    precision=args.precision))
     gw.start()
-    token = gw.issue_token(CallScope("serve", 0, None, purpose="serve"))
+    token = gw.issue_token(CallScope("serve", 0, None, purpose="serve"), quotas=False)
     console.print(f"Serving [bold]{EMBEDDED_MODEL_NAME}[/]" + (f" + adapter {escape(args.adapter)}" if args.adapter else "")
                   + f"\n  base URL  [bold]{gw.base_url}[/]\n  API key   [bold]{token}[/]  (valid until this process "
                   "stops)\n  Point any OpenAI client at them (OPENAI_BASE_URL, OPENAI_API_KEY). Ctrl-C stops.")
@@ -287,6 +348,8 @@ def build_parser() -> Parser:
                                             "fine-tune the target model, keeping what scores best.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     runs_dir = dict(metavar="DIR", help="folder of run folders (default: runs, or $SIA_RUNS_DIR)")
+    unsafe = ("run generated code even where it cannot be isolated (no root or no bubblewrap): rlimits only, "
+              "it reads what you can read; the run is marked unsafe")
 
     p = sub.add_parser("run", help="start a new run", description="Start a new run and show its progress.")
     src = p.add_mutually_exclusive_group(required=True)
@@ -299,11 +362,13 @@ def build_parser() -> Parser:
     p.add_argument("--target-score", type=float, metavar="X", help="stop once the selection score reaches X")
     p.add_argument("--config", metavar="FILE.json", help="a RunConfig JSON file (default: defaults + $SIA_CONFIG)")
     p.add_argument("--runs-dir", **runs_dir)
+    p.add_argument("--unsafe-sandbox", action="store_true", help=unsafe)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="continue a stopped run", description="Continue a run from its last checkpoint.")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--runs-dir", **runs_dir)
+    p.add_argument("--unsafe-sandbox", action="store_true", help=unsafe)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("runs", help="list runs", description="List runs with their scores and status.")

@@ -67,7 +67,7 @@ def generations_table(rows: list[dict], title: str | None = None) -> Table:
 def runs_table(rows: list[dict], runs_dir) -> Table:
     table = Table(title=f"Runs in {escape(str(runs_dir))}", title_justify="left", header_style="bold",
                   box=box.SIMPLE_HEAD, **_COMPACT)
-    for name in ["run", "task", "policy", "gens", "best sel", "first test", "last test", "status"]:
+    for name in ["run", "task", "policy", "gens", "best sel", "first test", "last test", "sandbox", "status"]:
         table.add_column(name, no_wrap=name not in ("run", "task"), overflow="fold", min_width=10 if name == "task" else None,
                          justify="right" if name in ("gens", "best sel", "first test", "last test") else "left")
     colour = {"finished": "green", "running": "cyan", "interrupted": "yellow"}
@@ -75,6 +75,7 @@ def runs_table(rows: list[dict], runs_dir) -> Table:
         table.add_row(escape(r["id"]), escape(r.get("task") or "?"), escape(r.get("policy") or "?"),
                       f"{r['done']}" + (f"/{r['max']}" if r.get("max") else ""), score(r.get("best")),
                       score(r.get("first_test")), score(r.get("last_test")),
+                      "[bold red]unsafe[/]" if r.get("isolation") == "unsafe" else escape(r.get("isolation") or "?"),
                       f"[{colour.get(r['status'], 'white')}]{r['status']}[/]")
     return table
 

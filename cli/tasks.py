@@ -115,7 +115,7 @@ def cmd_eval(args) -> int:
     import tempfile
 
     from sia.config import RunConfig
-    from sia.sandbox.runner import SubprocessSandbox
+    from sia.sandbox.runner import SandboxUnavailable, SubprocessSandbox
     from sia.tasks.base import TaskError
     from sia.tasks.registry import resolve_task
 
@@ -132,11 +132,10 @@ def cmd_eval(args) -> int:
             else:
                 out.mkdir()
                 shutil.copy(submission, out / task.submission)  # the name the task looks for
-            task.protect()
             outcomes, problem = task.score_output(
                 out, {r["id"]: (args.split, r["id"]) for r in rows}, {(args.split, r["id"]): r["label"] for r in rows},
                 sandbox=SubprocessSandbox(), limits=RunConfig.from_env().sandbox, python=sys.executable)
-    except TaskError as exc:
+    except (TaskError, SandboxUnavailable) as exc:  # a task's evaluator runs in the sandbox
         raise CLIError(str(exc)) from None
     if problem and submission.is_file():
         raise CLIError(f"{submission}: {problem.replace(task.submission, submission.name)}")

@@ -4,14 +4,22 @@ Each row is `{"messages": [{"role": ..., "content": ...}, ...], "completion": "t
 Rows become TRL's conversational prompt-completion form, `prompt` (the messages)
 plus `completion` (one assistant message), for which SFTTrainer computes the loss
 on the completion tokens only.
+
+The rows come from calls the agent made (finetune.records), so one malformed row must not
+cost the whole dataset: a bad row (not JSON, an unknown role, no completion, ...) is dropped,
+logged and counted (`read_sft_rows` returns why each was dropped). Only a dataset left with
+too few valid rows is refused.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROLES = ("system", "user", "assistant", "tool")
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -30,7 +38,7 @@ def _check_row(row: object, where: str) -> dict:
             raise DatasetError(f"{where}: messages[{i}] must be an object with 'role' and 'content'")
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
-            raise DatasetError(f"{where}: messages[{i}].role is {role!r}; expected one of {list(ROLES)}")
+            raise DatasetError(f"{where}: messages[{i}].role is {role!r:.60}; expected one of {list(ROLES)}")
         if not isinstance(content, str):
             raise DatasetError(f"{where}: messages[{i}].content must be a string")
         # Only role/content: extra keys would give rows different Arrow schemas.
@@ -40,24 +48,47 @@ def _check_row(row: object, where: str) -> dict:
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": completion}]}
 
 
-def load_sft_rows(path: Path, min_examples: int = 1) -> list[dict]:
-    """Validated prompt-completion rows from a JSONL file; raises DatasetError with file and line."""
+@dataclass
+class SftRows:
+    """The valid rows of a dataset file, and one message (file, line, why) per dropped row."""
+
+    rows: list[dict] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+def read_sft_rows(path: Path) -> SftRows:
+    """Every valid prompt-completion row of a JSONL file; bad rows are dropped and named."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: dataset file not found")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
+    out = SftRows()
+    with path.open(encoding="utf-8", errors="replace") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             where = f"{path} line {lineno}"
             try:
-                row = json.loads(line)
+                out.rows.append(_check_row(json.loads(line), where))
             except json.JSONDecodeError as error:
-                raise DatasetError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-            rows.append(_check_row(row, where))
+                out.dropped.append(f"{where}: not valid JSON ({error.msg} at column {error.colno})")
+            except (DatasetError, RecursionError) as error:
+                out.dropped.append(str(error) if isinstance(error, DatasetError) else f"{where}: nested too deep")
+    return out
+
+
+def load_sft_rows(path: Path, min_examples: int = 1) -> list[dict]:
+    """Validated prompt-completion rows from a JSONL file, bad rows dropped (and logged); raises
+    DatasetError, naming the file, when fewer than `min_examples` valid rows are left."""
+    path = Path(path)
+    found = read_sft_rows(path)
+    for problem in found.dropped[:20]:
+        log.warning("dropped training row: %s", problem)
+    if found.dropped:
+        log.warning("%s: dropped %d bad row(s), kept %d", path, len(found.dropped), len(found.rows))
+    rows = found.rows
+    dropped = f" ({len(found.dropped)} bad row(s) dropped, the first: {found.dropped[0]})" if found.dropped else ""
     if not rows:
-        raise DatasetError(f"{path}: the dataset is empty (no JSONL rows)")
+        raise DatasetError(f"{path}: the dataset is empty (no valid JSONL rows){dropped}")
     if len(rows) < min_examples:
-        raise DatasetError(f"{path}: only {len(rows)} example(s); at least min_examples={min_examples} are needed")
+        raise DatasetError(f"{path}: only {len(rows)} example(s); at least min_examples={min_examples} are needed{dropped}")
     return rows

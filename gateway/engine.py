@@ -8,13 +8,15 @@ Greedy batches go through `gateway.greedy.GreedyDecoder`, which checks each row'
 sampled batches go through `model.generate`. Either way a constrained row stops being decoded
 as soon as the grammar allows only one way to finish it: that rest is appended as text, the
 same text token-by-token decoding would have produced (its usage counts that rest as tokenized
-on its own, which can differ by a token).
+on its own, which can differ by a token). Compiled grammars are kept for the most recently used
+`GRAMMAR_CACHE` schemas: callers choose schemas, so the cache must not grow with them.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -93,6 +95,7 @@ class Engine:
     """A loaded model plus its tokenizer; thread-safe (one generate at a time)."""
 
     DECODING = ("jump-forward", "stop-at-rest", "every-token")
+    GRAMMAR_CACHE = 128  # compiled grammars kept (least recently used go first)
 
     def __init__(self, model, tokenizer, name: str, decoding: str = "jump-forward"):
         self.model, self.tokenizer, self.name = model, tokenizer, name
@@ -104,7 +107,8 @@ class Engine:
         self.decoding = decoding
         self.lock = threading.Lock()
         self._compiler = None
-        self._grammars: dict[str, object] = {}
+        self._grammars: OrderedDict[str, object] = OrderedDict()
+        self._grammar_lock = threading.Lock()
 
     @classmethod
     def load(cls, name: str, path: Path | None = None, adapter: Path | None = None, precision: str = "auto") -> "Engine":
@@ -117,12 +121,18 @@ class Engine:
         import xgrammar as xgr
 
         key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
+        with self._grammar_lock:
+            if key in self._grammars:
+                self._grammars.move_to_end(key)
+                return self._grammars[key]
             if self._compiler is None:
                 info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
-                self._compiler = xgr.GrammarCompiler(info)
-            self._grammars[key] = self._compiler.compile_json_schema(key, any_whitespace=False)
-        return self._grammars[key]
+                # xgrammar's own cache is unbounded by default; this LRU is the only cache.
+                self._compiler = xgr.GrammarCompiler(info, cache_enabled=False)
+            grammar = self._grammars[key] = self._compiler.compile_json_schema(key, any_whitespace=False)
+            if len(self._grammars) > self.GRAMMAR_CACHE:
+                self._grammars.popitem(last=False)
+            return grammar
 
     def render(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

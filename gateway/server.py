@@ -1,27 +1,51 @@
 """Our OpenAI-compatible gateway on 127.0.0.1: every target-model call goes through it.
 
 It serves `/v1/models` and `/v1/chat/completions` (with `response_format` JSON schemas decoded
-under a grammar), batches concurrent requests into one `generate`, and records each call with
-the run, generation, adapter version and item tag that the caller's token and request carry.
-Requests are authorised by per-run tokens issued by the loop; a forged token gets 401 and is
-recorded as rejected. A backend is either the embedded `Engine` or a remote endpoint proxy.
+under a grammar), batches concurrent requests into one `generate` (gateway.batcher), and records
+each call with the run, generation, adapter version and item tag that the caller's token and
+request carry. A backend is either the embedded `Engine` or a remote endpoint proxy.
+
+The agent calling it is untrusted code, so what holds (limits in `config.GatewayConfig`):
+- A request needs a token issued by the loop; a forged or revoked one gets 401 (recorded).
+- The body is read to its declared length under a cap, over a bounded number of connections
+  (gateway.asgi), and validated field by field (gateway.requests): a bad body gets 400.
+- A token issued for an evaluation carries the item tags of its items. A call may name only one
+  of those (403, recorded), at most `calls_per_tag` times; a token issued without tags (the loop's
+  own roles, `sia serve`) is not bound to an evaluation and its tags are not checked.
+- Each token has quotas on requests, concurrency, prompt and completion tokens (429, recorded);
+  rejections are recorded up to `rejections_recorded` per token.
+- No wait is unbounded: a request not answered within `request_timeout_s` gets 504. The batcher
+  outlives any error (the request that caused it gets 500).
+- Revoking a token cancels its queued requests: they are not decoded, and nothing more of that
+  token is recorded.
+- A call whose schema fixes (part of) the answer (`const`, a one-value `enum`) is served, but
+  recorded with purpose "<purpose>:forced": its completion is the caller's, not the model's, so
+  it never becomes a fine-tuning row (finetune.records takes only 'task' and 'rollout' calls).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import queue
 import secrets
-import threading
+import socket
 import time
 import uuid
-from concurrent.futures import Future
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Protocol
 
+from sia.config import GatewayConfig
+from sia.gateway.batcher import Batcher
+from sia.gateway.asgi import ServerThread, build_app, error_payload
 from sia.gateway.protocol import ChatRequest, Completion
+from sia.gateway.quotas import Refusal, RejectionBudget, TokenState
+from sia.gateway.requests import MAX_TAG_CHARS, ChatCall, InvalidRequest, parse_chat_call, parse_chat_request
 from sia.records import ModelCall
+
+__all__ = ["Backend", "CallScope", "Gateway", "MemoryRecorder", "Recorder", "parse_chat_request"]
 
 
 @dataclass
@@ -60,81 +84,27 @@ class MemoryRecorder:
         self.rejected.append((reason, path))
 
 
-def parse_chat_request(body: dict) -> ChatRequest:
-    """Validate an OpenAI chat body; raise ValueError with a message a client can act on."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty list")
-    for m in messages:
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
-            raise ValueError("each message needs a 'role' and a string 'content'")
-    schema = None
-    fmt = body.get("response_format") or {}
-    if fmt.get("type") == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema")
-        if not isinstance(schema, dict):
-            raise ValueError("response_format.json_schema.schema must be an object")
-    elif fmt.get("type") == "json_object":
-        schema = {"type": "object"}
-    max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 64)
-    return ChatRequest(
-        messages=[{"role": m["role"], "content": m["content"]} for m in messages],
-        max_tokens=max(1, min(max_tokens, 2048)),
-        temperature=float(body.get("temperature") or 0.0),
-        top_p=float(body.get("top_p") or 1.0),
-        json_schema=schema,
-        seed=body.get("seed"),
-    )
-
-
-class _Batcher:
-    """Collects requests for up to `window_s` and runs them as batches of equal sampling settings."""
-
-    def __init__(self, backend_fn: Callable[[str | None], Backend], max_batch: int, window_s: float):
-        self.backend_fn, self.max_batch, self.window_s = backend_fn, max_batch, window_s
-        self.queue: queue.Queue[tuple[str | None, ChatRequest, Future]] = queue.Queue()
-        threading.Thread(target=self._loop, daemon=True, name="sia-batcher").start()
-
-    def submit(self, adapter: str | None, request: ChatRequest) -> Future:
-        fut: Future = Future()
-        self.queue.put((adapter, request, fut))
-        return fut
-
-    def _loop(self) -> None:
-        while True:
-            pending = [self.queue.get()]
-            deadline = time.monotonic() + self.window_s
-            while len(pending) < self.max_batch:
-                try:
-                    pending.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            groups: dict[tuple, list] = {}
-            for adapter, req, fut in pending:
-                groups.setdefault((adapter, req.sampling_key()), []).append((req, fut))
-            for (adapter, _), group in groups.items():
-                try:
-                    outs = self.backend_fn(adapter).generate([r for r, _ in group])
-                    for (_, fut), out in zip(group, outs):
-                        fut.set_result(out)
-                except Exception as exc:  # one bad batch must not stop the gateway
-                    for _, fut in group:
-                        fut.set_exception(exc)
-
-
 class Gateway:
-    """The HTTP server plus token registry. `start()` binds 127.0.0.1:port (0 picks a free one)."""
+    """The HTTP server plus token registry. The constructor binds 127.0.0.1:port (0 picks a free
+    one, a taken one raises OSError); `start()` serves, `stop()` stops within a few seconds."""
 
     def __init__(self, backend_for: Callable[[str | None], Backend], recorder: Recorder | None = None,
-                 port: int = 0, max_batch: int = 16, batch_window_ms: float = 15.0, model_name: str = "sia-target"):
-        """`backend_for(adapter_version)` returns the backend serving base + that adapter."""
+                 port: int = 0, max_batch: int = 16, batch_window_ms: float = 15.0, model_name: str = "sia-target",
+                 limits: GatewayConfig | None = None):
+        """`backend_for(adapter_version)` returns the backend serving base + that adapter; `limits`
+        bound what callers may do (the defaults of GatewayConfig when None)."""
         self.backend_for = backend_for
         self.model_name = model_name
         self.recorder = recorder or MemoryRecorder()
-        self.tokens: dict[str, CallScope] = {}
-        self.batcher = _Batcher(backend_for, max_batch, batch_window_ms / 1000)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
-        self.httpd.daemon_threads = True
+        self.limits = limits or GatewayConfig()
+        self.tokens: dict[str, TokenState] = {}
+        self.batcher = Batcher(backend_for, max_batch, batch_window_ms / 1000)
+        self._unknown_token_rejections = RejectionBudget(self.limits.rejections_recorded)
+        # Recording writes run.db (a few ms, fsynced): off the event loop, on threads of its own.
+        self._recording = ThreadPoolExecutor(4, thread_name_prefix="sia-gateway-record")
+        sock = socket.create_server(("127.0.0.1", port), backlog=128)
+        self._port = sock.getsockname()[1]
+        self._server = ServerThread(build_app(self), sock, self.limits)
 
     @property
     def base_url(self) -> str:
@@ -142,35 +112,104 @@ class Gateway:
 
     @property
     def port(self) -> int:
-        return self.httpd.server_address[1]
+        return self._port
 
     def start(self) -> "Gateway":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True, name="sia-gateway").start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        for token in list(self.tokens):  # first: queued requests end now, unrecorded
+            self.revoke_token(token)
+        self._server.stop()
+        self.batcher.stop()
+        self._recording.shutdown(wait=False)
 
-    def issue_token(self, scope: CallScope) -> str:
+    def issue_token(self, scope: CallScope, tags: Iterable[str] | None = None, *, quotas: bool = True) -> str:
+        """A new token for `scope`; with `tags` (an evaluation's item tags), its calls may name only
+        those. `quotas=False` is for our own callers that live as long as a run or a session (the
+        meta and feedback roles, `sia serve`): no request or token quota, concurrency still bounded."""
         token = "sia-" + secrets.token_hex(16)
-        self.tokens[token] = scope
+        limits = self.limits if quotas else self.limits.model_copy(update={
+            "token_requests": 1 << 62, "token_prompt_tokens": 1 << 62, "token_completion_tokens": 1 << 62})
+        self.tokens[token] = TokenState(scope, None if tags is None else frozenset(tags), limits)
         return token
 
     def revoke_token(self, token: str) -> None:
-        self.tokens.pop(token, None)
+        state = self.tokens.pop(token, None)
+        if state is not None:
+            state.revoke()
 
     def complete(self, scope: CallScope, body: dict, item: str | None) -> dict:
-        request = parse_chat_request(body)
+        """One call made in-process by trusted code (no token: no tag check, no quota); raises
+        InvalidRequest for a bad body and TimeoutError past `request_timeout_s`."""
+        call = parse_chat_call(body, self.limits)
         started = time.monotonic()
-        out: Completion = self.batcher.submit(scope.adapter_version, request).result()
-        latency = time.monotonic() - started
+        future = self.batcher.submit(scope.adapter_version, call.request)
+        try:
+            out: Completion = future.result(timeout=self.limits.request_timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            raise TimeoutError(f"no completion within {self.limits.request_timeout_s:g} s") from None
+        self._record(scope, call, item, out, time.monotonic() - started)
+        return self._reply(out)
+
+    async def serve(self, state: TokenState, raw: bytes, header_tag: str | None, path: str) -> tuple[int, dict]:
+        """(status, JSON reply) for one HTTP chat call with a known token."""
+        try:
+            call = parse_chat_call(json.loads(raw) if raw.strip() else {}, self.limits)
+            tag = header_tag or call.item
+            if tag is not None and len(tag) > MAX_TAG_CHARS:
+                raise InvalidRequest(f"X-SIA-Item: an item tag has at most {MAX_TAG_CHARS} characters")
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and InvalidRequest are ValueErrors
+            return 400, error_payload(400, "JSON nested too deep" if isinstance(exc, RecursionError) else str(exc))
+        try:
+            state.admit(tag)
+        except Refusal as refusal:
+            await self.reject(state, refusal.reason, path)
+            return refusal.status, error_payload(refusal.status, refusal.reason)
+        started = time.monotonic()
+        future = self.batcher.submit(state.scope.adapter_version, call.request)
+        state.watch(future)
+        out = None
+        try:
+            out = await _wait(future, self.limits.request_timeout_s)
+        except Refusal as refusal:
+            return refusal.status, error_payload(refusal.status, refusal.reason)
+        except Exception as exc:  # noqa: BLE001  (the backend's error, for this call only)
+            return 500, error_payload(500, f"{type(exc).__name__}: {exc}")
+        finally:
+            state.finish(future, out)
+        if state.revoked:  # revoked while decoding: the evaluation is over, nothing more is recorded
+            return 401, error_payload(401, "token revoked")
+        try:
+            await self._in_thread(self._record, state.scope, call, tag, out, time.monotonic() - started)
+        except Exception as exc:  # noqa: BLE001
+            return 500, error_payload(500, f"recording the call failed: {type(exc).__name__}: {exc}")
+        return 200, self._reply(out)
+
+    async def reject(self, state: TokenState | None, reason: str, path: str) -> None:
+        """Record a rejected request, while the token (or unknown tokens together) has budget left."""
+        budget = state.rejections if state is not None else self._unknown_token_rejections
+        verdict = budget.take()
+        if verdict is None:
+            return
+        if verdict == "last":
+            reason += f" (later rejections of {'this token' if state else 'unknown tokens'} are not recorded)"
+        await self._in_thread(self.recorder.record_rejected, reason, path)
+
+    async def _in_thread(self, fn, *args) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._recording, fn, *args)
+
+    def _record(self, scope: CallScope, call: ChatCall, item: str | None, out: Completion, latency: float) -> None:
         self.recorder.record_call(ModelCall(
             run_id=scope.run_id, generation=scope.generation, adapter_version=scope.adapter_version,
-            item=item, purpose=scope.purpose, messages=request.messages,
-            response_format=body.get("response_format"), completion=out.text,
+            item=item, purpose=scope.purpose + (":forced" if call.forced else ""), messages=call.request.messages,
+            response_format=call.response_format, completion=out.text,
             prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens, latency_s=latency,
         ))
+
+    def _reply(self, out: Completion) -> dict:
         return {
             "id": "chatcmpl-" + uuid.uuid4().hex[:12], "object": "chat.completion",
             "created": int(time.time()), "model": self.model_name,
@@ -181,51 +220,15 @@ class Gateway:
         }
 
 
-def _handler(gw: Gateway):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # the run database is the log
-            pass
+async def _wait(future: Future, timeout_s: float) -> Completion:
+    """The completion; Refusal 504 after `timeout_s` (a still queued request is then cancelled,
+    never decoded), Refusal 401 if the token was revoked while the request was queued."""
+    waiter = asyncio.wrap_future(future)
+    done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
+    if not done:
+        waiter.cancel()
+        raise Refusal(504, f"no completion within {timeout_s:g} s")
+    if waiter.cancelled():
+        raise Refusal(401, "token revoked while the request waited")
+    return waiter.result()
 
-        def _send(self, code: int, payload: dict) -> None:
-            data = json.dumps(payload, ensure_ascii=False).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _scope(self) -> CallScope | None:
-            auth = self.headers.get("Authorization", "")
-            scope = gw.tokens.get(auth.removeprefix("Bearer ").strip())
-            if scope is None:
-                gw.recorder.record_rejected("unknown token", self.path)
-                self._send(401, {"error": {"message": "invalid API key", "type": "invalid_request_error"}})
-            return scope
-
-        def do_GET(self):
-            if self._scope() is None:
-                return
-            if self.path.rstrip("/") == "/v1/models":
-                self._send(200, {"object": "list", "data": [{"id": gw.model_name, "object": "model", "owned_by": "sia"}]})
-            else:
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
-
-        def do_POST(self):
-            scope = self._scope()
-            if scope is None:
-                return
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                return self._send(404, {"error": {"message": f"no route {self.path}"}})
-            try:
-                length = int(self.headers.get("Content-Length", 0))
-                if length > 4_000_000:
-                    raise ValueError("request body over 4 MB")
-                body = json.loads(self.rfile.read(length) or b"{}")
-                item = self.headers.get("X-SIA-Item") or (body.get("metadata") or {}).get("item")
-                self._send(200, gw.complete(scope, body, None if item is None else str(item)))
-            except (ValueError, json.JSONDecodeError) as exc:
-                self._send(400, {"error": {"message": str(exc), "type": "invalid_request_error"}})
-            except Exception as exc:
-                self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "server_error"}})
-
-    return Handler

@@ -1,5 +1,6 @@
 """Small helpers the nodes share: writing a generation's files, the update of a lever that
-produced no candidate, the failures text agents read, and progress events for a streaming caller."""
+produced no candidate, the quoting of agent text and the failures text the LLMs read, and
+progress events for a streaming caller."""
 
 from __future__ import annotations
 
@@ -57,14 +58,25 @@ def lever_failed(svc: Services, state: SIAState, lever: str, adapter: str | None
             "errors": state.errors + [f"gen {gen} {error}"]}
 
 
+def quoted(text, limit: int) -> str:
+    """`text` that came from the agent (a prediction; an error carrying its stderr or what its
+    output made the evaluator print) as a Python string literal of at most `limit` of its
+    characters: quoted, it reads as data rather than as instructions, and short, it cannot bury
+    the prompt. Longer text keeps its start and its end (a traceback's last line says what broke)."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[:limit - limit // 2] + "…" + text[len(text) - limit // 2:]
+    return repr(text)
+
+
 def failures_text(items: list[ItemResult], limit: int = 12) -> str:
-    """The worst items first. Predictions are the agent's output: cut short and quoted, so they
-    cannot steer the prompt. Items without a gold answer here (SIA folders, scored as a whole by
-    their own evaluator) show their id and score instead."""
+    """The worst items first. Predictions and errors come from the agent: cut short and quoted
+    (`quoted`), so they cannot steer the prompt. Items without a gold answer here (SIA folders,
+    scored as a whole by their own evaluator) show their id and score instead."""
     wrong = sorted((i for i in items if i.score < 1), key=lambda i: i.score)[:limit]
-    return "\n".join((f"- item {str(i.item_id)[:40]!r}: score {i.score:.3g}" if i.gold is None
-                       else f"- {str(i.prediction)[:60]!r} -> {i.gold}")
-                      + (f" (error: {i.error[:80]!r})" if i.error else "") for i in wrong) or "(none)"
+    return "\n".join((f"- item {quoted(i.item_id, 40)}: score {i.score:.3g}" if i.gold is None
+                       else f"- {quoted(i.prediction, 60)} -> {i.gold}")
+                      + (f" (error: {quoted(i.error, 80)})" if i.error else "") for i in wrong) or "(none)"
 
 
 def read(path: str | Path) -> str:

@@ -101,7 +101,6 @@ def run_agent(svc: Services, task: Task, candidate: Candidate, predict: dict[str
     """Run the candidate's agent once in the sandbox on a fresh view of `predict` (and `pool`);
     the scratch folder, its output included, is gone when the block ends."""
     run_id, gen = svc.paths.run_id, candidate.generation
-    task.protect()
     protected = task.fingerprint()
     scratch = Path(tempfile.mkdtemp(prefix=f"sia-{run_id}-g{gen}-"))
     try:
@@ -110,7 +109,7 @@ def run_agent(svc: Services, task: Task, candidate: Candidate, predict: dict[str
         tags = task.write_view(view, predict, pool, salt=f"{run_id}:{gen}:{purpose}",
                                prefix=f"g{gen}{purpose[0]}{_digest(list(predict), svc.paths.tag_salt())}-")
         shutil.copy(candidate.scaffold_path, work / "target_agent.py")
-        token = svc.gateway.issue_token(CallScope(run_id, gen, candidate.adapter, purpose))
+        token = svc.gateway.issue_token(CallScope(run_id, gen, candidate.adapter, purpose), tags=set(tags))
         env = {name: os.environ[name] for name in task.agent_env if name in os.environ}
         env |= {"OPENAI_BASE_URL": svc.gateway.base_url, "OPENAI_API_KEY": token, "SIA_MODEL": svc.config.target.model}
         try:
@@ -167,7 +166,7 @@ def _keep_logs(log_dir: Path, stem: str, result, out: Path, secret: str, outputs
     write_json_atomic(log_dir / f"{stem}_sandbox.json", {
         "returncode": result.returncode, "timed_out": result.timed_out, "wall_s": round(result.wall_s, 2),
         "output_truncated": result.output_truncated, "killed_leftovers": result.killed_leftovers,
-        "network": result.network})
+        "network": result.network, "isolation": result.isolation, "uid": result.uid})
     for name in outputs:
         try:
             data = read_child_file(out, name, max_bytes=50_000_000)

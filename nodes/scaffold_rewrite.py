@@ -14,7 +14,7 @@ from sia.graph.context import RunContext
 from sia.graph.state import Candidate, ScaffoldRewriteState
 from sia.llm import LLMOutputError
 from sia.nodes import prompts
-from sia.nodes.common import emit, failures_text, lever_failed, read, sha, write_scaffold
+from sia.nodes.common import emit, failures_text, lever_failed, quoted, read, sha, write_scaffold
 from sia.nodes.edits import choose_edit
 from sia.nodes.evaluation import evaluate
 from sia.nodes.services import services
@@ -66,10 +66,18 @@ def validate_scaffold(state: ScaffoldRewriteState, runtime: Runtime[RunContext])
     smoke_rows = task.splits(state.limit)["feedback"][: svc.config.scaffold.smoke_items]
     result = evaluate(svc, task, probe, ["feedback"], purpose="smoke", rows_override={"feedback": smoke_rows},
                       log_dir=svc.paths.gen(gen) / f"smoke_{state.attempts}")["feedback"]
-    errors = {i.error for i in result.items if i.error}
-    if errors:
-        return {"validated": False, "last_error": "smoke run failed: " + "; ".join(sorted(errors))[:1500]}
+    if errors := sorted({i.error for i in result.items if i.error}):
+        return {"validated": False, "last_error": smoke_failure(errors, len(result.items))}
     return {"validated": True, "last_error": None}
+
+
+def smoke_failure(errors: list[str], n_items: int, shown: int = 3, chars: int = 200) -> str:
+    """What the next proposal's prompt says about a failed smoke run. The item errors carry the
+    agent's stderr and whatever its output made the evaluator print: each is quoted and cut to
+    `chars` characters, and at most `shown` of the distinct ones are given."""
+    more = f" and {len(errors) - shown} more" if len(errors) > shown else ""
+    return (f"smoke run failed ({n_items} items; errors quoted, cut to {chars} characters): "
+            + "; ".join(quoted(e, chars) for e in errors[:shown]) + more)
 
 
 def accept_scaffold(state: ScaffoldRewriteState, runtime: Runtime[RunContext]) -> dict:

@@ -66,8 +66,8 @@ class Services:
     def gateway(self) -> Gateway:
         if self._gateway is None:
             gw = self.config.gateway
-            self._gateway = Gateway(self.backend_for, self.db, max_batch=gw.max_batch,
-                                    batch_window_ms=gw.batch_window_ms, model_name=self.config.target.model).start()
+            self._gateway = Gateway(self.backend_for, self.db, max_batch=gw.max_batch, batch_window_ms=gw.batch_window_ms,
+                                    model_name=self.config.target.model, limits=gw).start()
         return self._gateway
 
     def llm(self, role: str) -> RoleLLM:
@@ -77,7 +77,7 @@ class Services:
         cfg: RoleConfig = getattr(self.config, role)
         if cfg.embedded:
             base_url = self.gateway.base_url
-            key = self.gateway.issue_token(CallScope(self.paths.run_id, 0, None, purpose=role))
+            key = self.gateway.issue_token(CallScope(self.paths.run_id, 0, None, purpose=role), quotas=False)
         else:
             base_url, key = cfg.base_url, os.environ.get(cfg.api_key_env, "")
             if not key:
@@ -109,7 +109,7 @@ class Services:
 
             remote = RemoteBackend(config.target.base_url, config.target.model, config.target.api_key_env)
             backend_for = lambda adapter: remote  # noqa: E731  (no weights lever for a remote target)
-        parts = dict(config=config, paths=paths, db=db, sandbox=SubprocessSandbox(),
+        parts = dict(config=config, paths=paths, db=db, sandbox=SubprocessSandbox(record_dir=paths.sandboxes),
                      trainer=SubprocessTrainer(), backend_for=backend_for)
         parts.update(overrides)
         return cls(**parts)

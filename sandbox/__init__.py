@@ -1,4 +1,5 @@
-"""Sandboxed execution of generated code: rlimits, wall clock, uid drop, leftover sweep.
+"""Sandboxed execution of generated code: bubblewrap, a leased uid, a control group, seccomp, a
+network namespace, tmpfs folders and a wall clock; records of live sandboxes and their sweep.
 
 See `sandbox.runner` for what is and is not isolated; the limits are `sia.config.SandboxLimits`.
 """
@@ -6,6 +7,7 @@ See `sandbox.runner` for what is and is not isolated; the limits are `sia.config
 from sia.sandbox.runner import (
     SandboxResult,
     SandboxRunner,
+    SandboxUnavailable,
     SubprocessSandbox,
     run_sandboxed,
     scrubbed_env,
@@ -14,6 +16,7 @@ from sia.sandbox.runner import (
 __all__ = [
     "SandboxResult",
     "SandboxRunner",
+    "SandboxUnavailable",
     "SubprocessSandbox",
     "run_sandboxed",
     "scrubbed_env",

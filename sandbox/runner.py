@@ -1,21 +1,26 @@
-"""Run an untrusted command under rlimits, a wall clock and (as root) a uid drop.
+"""Run untrusted code (task agents, task evaluators, solutions) in a sandbox from an audited tool.
 
-As root (sessions and CI here) the child runs as the unprivileged `limits.uid`:
-that makes RLIMIT_NPROC bite (the kernel ignores it for root), keeps root-owned
-0700 directories unreadable and gives a marker to sweep by. The workdir is
-chown'ed to that uid; `readable` paths get o+r (directories o+rx) and lose o+w;
-every ancestor of them, of the workdir and of the Python installation gets o+x
-(search, not list). The caller must keep private data in root-owned 0700
-directories off those paths. /tmp, /var/tmp and /dev/shm stay writable (no mount
-namespace); what the uid leaves there is deleted after each run.
+Isolation levels, recorded in every `SandboxResult` and in the run's summary:
 
-Not as root (a developer's laptop) there is no chown, chmod or uid drop: rlimits
-still apply (RLIMIT_NPROC counts all the user's processes) and the process group
-is killed, but a daemon leaving the group escapes and the child reads what the
-user can."""
+- "bwrap+cgroups" (root, bubblewrap and cgroups: these machines and CI): the child runs under
+  bubblewrap (see `sandbox.bwrap`) as a uid leased to it alone (`sandbox.uids`), with a seccomp
+  filter (`sandbox.seccomp`), in a network namespace where only the forwarded ports answer
+  (`sandbox.netns`), in a control group bounding its memory (tmpfs pages included) and process
+  count (`sandbox.cgroups`), with a size-capped tmpfs working folder (`sandbox.boxes`). Private
+  data is never mounted: the child sees only its own inputs.
+- "bwrap": the same without a control group (rlimits bound each process instead; memory in
+  tmpfs is bounded only by the tmpfs sizes).
+- "unsafe" (no root or no bubblewrap), only with `SandboxLimits.allow_unsafe` (`--unsafe-sandbox`):
+  rlimits, a wall clock, its own session and process group; no uid drop, no namespaces, no
+  filesystem isolation (it reads whatever the user can), a daemon leaving the group survives.
+
+Every level: a scrubbed environment, a wall clock after which everything of the child is killed,
+an output cap, and nothing of the child left running after `run_sandboxed` returns.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import resource
@@ -24,7 +29,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -33,16 +37,52 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from sia.config import SandboxLimits
-from sia.sandbox.limits import rlimits, sandbox_uid
+from sia.sandbox.boxes import Box, bind_privately
+from sia.sandbox.bwrap import bwrap_argv, bwrap_path
+from sia.sandbox.cgroups import CgroupBox
+from sia.sandbox.files import UnsafeOutput, copy_child_tree
+from sia.sandbox.limits import rlimits
 from sia.sandbox.netns import NetJail, setns
+from sia.sandbox.seccomp import filter_fd
+from sia.sandbox.processes import processes_of
+from sia.sandbox.uids import kill_uid, lease_uid
 
 log = logging.getLogger(__name__)
 
 _KILL_FACTOR = 8  # a child writing more than this many times output_bytes is killed
-_SWEEP_ROUNDS = 300
 _DRAIN_GRACE_S = 1.0
-_REAP_WAIT_S = 5.0
-_uid_locks: dict[int, threading.Lock] = {}  # dict.setdefault is atomic under the GIL
+_MIB = 1024 * 1024
+
+
+class SandboxUnavailable(RuntimeError):
+    """Generated code cannot run isolated here and the caller did not opt into running it unsafely."""
+
+
+def missing_protections() -> list[str]:
+    """What this machine lacks for full isolation (empty: "bwrap+cgroups" is available)."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (uid drop, network namespace, cgroups, tmpfs working folders)")
+    if bwrap_path() is None:
+        missing.append("bubblewrap (apt install bubblewrap)")
+    return missing
+
+
+def isolation_level(limits: SandboxLimits) -> str:
+    """The level `run_sandboxed` will use with `limits`; SandboxUnavailable if none is allowed."""
+    if missing := missing_protections():
+        if not limits.allow_unsafe:
+            raise SandboxUnavailable(
+                f"generated code cannot be isolated here: missing {'; '.join(missing)}. Run as root with "
+                "bubblewrap installed, or pass --unsafe-sandbox (SIA_CONFIG {\"sandbox\": {\"allow_unsafe\": true}}) "
+                "to run it with rlimits only, readable by it: everything your user can read")
+        return "unsafe"
+    return "bwrap+cgroups" if CgroupBox.available() else "bwrap"
+
+
+UNSAFE_BANNER = ("UNSAFE SANDBOX: generated code runs as your user with rlimits only. It can read every file "
+                 "you can (the task's private labels included), reach the network, keep processes running after "
+                 "the run and fill the disk. Scores of this run are not protected from a hostile agent.")
 
 
 @dataclass
@@ -55,8 +95,10 @@ class SandboxResult:
     timed_out: bool
     wall_s: float
     output_truncated: bool
-    killed_leftovers: int  # processes other than the direct child killed by the sweep
+    killed_leftovers: int  # processes of a timed-out or flooding child still running when it was killed
     network: str = "host"  # "isolated": own network namespace, only the forwarded ports
+    isolation: str = "unsafe"  # see the module docstring
+    uid: int | None = None  # the uid the child ran as (None: the caller's, unsafe)
 
     @property
     def ok(self) -> bool:
@@ -73,119 +115,6 @@ def scrubbed_env(extra: dict[str, str], workdir: Path | None = None) -> dict[str
     if workdir is not None:
         env["HOME"] = str(workdir)
     return env | dict(extra)
-
-
-def _add_mode(path: Path, bits: int, drop: int = 0) -> None:
-    mode = os.stat(path).st_mode & 0o7777
-    if (new := (mode | bits) & ~drop) != mode:
-        os.chmod(path, new)
-        log.info("sandbox: chmod %o -> %o %s", mode, new, path)
-
-
-def _open_ancestors(path: Path, itself: bool = False) -> None:
-    for d in [*reversed(path.parents), *([path] if itself else [])]:
-        _add_mode(d, 0o001)
-
-
-def _prepare_paths(workdir: Path, readable: Sequence[Path], uid: int) -> None:
-    interp = [Path(os.path.realpath(sys.executable)), Path(sys.prefix).resolve(),
-              Path(sys.base_prefix).resolve()]
-    if workdir == Path("/") or any(p == workdir or workdir in p.parents for p in interp):
-        raise ValueError(f"refusing to hand {workdir} (holds the interpreter) to the sandbox")
-    for p in interp:
-        # The venv's python is a symlink into /root/.pyenv here: without o+x
-        # on /root the child cannot even exec the interpreter.
-        _open_ancestors(p, itself=p.is_dir())
-    _open_ancestors(workdir)
-    for root, dirs, files in os.walk(workdir):
-        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-            os.chown(name, uid, uid, follow_symlinks=False)
-    _add_mode(workdir, 0o700)
-    for top in readable:
-        _open_ancestors(top)
-        entries = [top] + [Path(r, n) for r, ds, fs in os.walk(top) for n in ds + fs]
-        for entry in entries:
-            if entry.is_symlink():
-                continue  # chmod would follow it to a target nobody asked to open
-            owner_x = os.stat(entry).st_mode & 0o100
-            _add_mode(entry, 0o005 if entry.is_dir() else 0o004 | (owner_x >> 6), drop=0o002)
-
-
-def _child_setup(limits: SandboxLimits, drop_to: int | None, netns_fd: int | None = None):
-    def setup() -> None:  # runs in the forked child, before exec
-        if netns_fd is not None:
-            setns(netns_fd)
-        for res, soft, hard in rlimits(limits):
-            cur_hard = resource.getrlimit(res)[1]
-            if cur_hard != resource.RLIM_INFINITY:  # an unprivileged parent cannot raise it
-                soft, hard = min(soft, cur_hard), min(hard, cur_hard)
-            resource.setrlimit(res, (soft, hard))
-        if drop_to is not None:
-            os.setgroups([])
-            os.setgid(drop_to)
-            os.setuid(drop_to)
-
-    return setup
-
-
-def _live_matches(pgid: int | None, uid: int | None, zombies: bool = False) -> list[int]:
-    """Pids of processes in group `pgid` or with real uid `uid` (zombies optional)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in (1, os.getpid()):
-            continue
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-            status = Path("/proc", entry, "status").read_text()
-        except OSError:
-            continue  # exited while we looked
-        state, _, pgrp = stat[stat.rfind(")") + 2:].split()[:3]
-        ruid = int(next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1])
-        if (zombies or state not in "ZX") and (int(pgrp) == pgid or ruid == uid):
-            found.append(int(entry))
-    return found
-
-
-def _sweep(pgid: int | None, uid: int | None, child_pid: int | None) -> int:
-    """SIGKILL the group and the uid until nothing is left; returns pids killed."""
-    killed: set[int] = set()
-    for _ in range(_SWEEP_ROUNDS):
-        if not (targets := _live_matches(pgid, uid)):
-            break
-        for pid in targets:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-        if pgid is not None:  # atomic for the group, so a forking loop cannot outrun it
-            with suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-        time.sleep(0.01)
-    else:
-        log.warning("sandbox: processes survived %d sweep rounds", _SWEEP_ROUNDS)
-    killed.discard(child_pid)
-    return len(killed)
-
-
-_SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
-
-
-def _remove_leftover_files(uid: int, keep: Path) -> int:
-    """Delete what the sandbox uid created in the world-writable temp folders (it can create
-    only top-level entries there), so nothing carries over to the next agent; returns the count."""
-    removed = 0
-    for top in _SHARED_TMP:
-        with suppress(OSError), os.scandir(top) as entries:
-            for entry in entries:
-                path = Path(entry.path)
-                with suppress(OSError):
-                    if entry.stat(follow_symlinks=False).st_uid != uid or path == keep or path in keep.parents:
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        path.unlink()
-                    removed += 1
-    return removed
 
 
 class _Output:
@@ -226,74 +155,219 @@ class _Output:
                 bytes(err[len(err) - keep_err:]).decode("utf-8", "replace"))
 
 
+def _set_rlimits(limits: SandboxLimits) -> None:
+    for res, soft, hard in rlimits(limits):
+        cur_hard = resource.getrlimit(res)[1]
+        if cur_hard != resource.RLIM_INFINITY:  # an unprivileged parent cannot raise it
+            soft, hard = min(soft, cur_hard), min(hard, cur_hard)
+        resource.setrlimit(res, (soft, hard))
+
+
+def _hand_over(tree: Path, uid: int) -> None:
+    """Make `tree` (a copy made for this run, never the user's files) the box uid's own. Links are
+    not followed and files linked from elsewhere (st_nlink > 1) keep their owner."""
+    for root, dirs, files in os.walk(tree):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            info = os.lstat(name)
+            if os.path.islink(name) or (not os.path.isdir(name) and info.st_nlink > 1):
+                continue
+            os.chown(name, uid, uid, follow_symlinks=False)
+
+
+def _seed(workdir: Path, box: Box) -> None:
+    for entry in workdir.iterdir():
+        target = box.work / entry.name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, target, symlinks=True)
+        else:
+            shutil.copy2(entry, target, follow_symlinks=False)
+    _hand_over(box.work, box.uid)
+
+
+def _copy_back(box: Box, workdir: Path, limits: SandboxLimits) -> str:
+    """Replace the caller's working folder with what the child left (plain files and folders);
+    returns a note for the child's stderr when some of it could not be copied."""
+    for entry in workdir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    try:
+        copy_child_tree(box.work, workdir, max_bytes=limits.disk_mb * _MIB)
+    except UnsafeOutput as exc:
+        return f"\n[sia sandbox] the working folder was not copied back in full: {exc}\n"
+    return ""
+
+
+# Boxes of this process that are still live, so an interpreter exit (a signal turned into
+# SystemExit while a sandbox runs in another thread) still kills and frees them.
+_LIVE: dict[str, tuple[Box, CgroupBox | None]] = {}
+
+
+def kill_live_sandboxes() -> None:
+    """Kill every sandbox of this process now (on SIGTERM, SIGHUP or Ctrl-C); the threads that
+    run them see their child end and clean up as usual."""
+    for box, group in list(_LIVE.values()):
+        if group:
+            group.kill()
+        kill_uid(box.uid)
+
+
+@atexit.register
+def _cleanup_live() -> None:
+    for box, group in list(_LIVE.values()):
+        if group:
+            group.kill()
+            group.remove()
+        kill_uid(box.uid)
+        box.destroy()
+
+
 def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: SandboxLimits,
-                  readable: Sequence[Path] = (), forward_ports: Sequence[int] = ()) -> SandboxResult:
+                  readable: Sequence[Path] = (), forward_ports: Sequence[int] = (),
+                  record_dir: Path | None = None) -> SandboxResult:
     """Run `argv` in `workdir` with the environment `scrubbed_env(env, workdir)`.
 
-    The process group and (as root) every process of `limits.uid` are killed on
-    timeout, on output flood, after a normal exit and if the caller is
-    interrupted. Runs sharing a uid are serialised within this process;
-    separate processes running sandboxes at the same time need distinct uids.
+    `readable` folders (copies made for this run: they are handed to the sandbox's uid) are
+    visible read-only at their paths; `workdir` is the only writable folder that outlives the
+    run. `forward_ports` on 127.0.0.1 are the only network the child reaches. With
+    `record_dir`, the sandbox is recorded there while it lives (see `sandbox.boxes.sweep`).
+    Raises SandboxUnavailable where isolation is impossible and not waived.
     """
+    level = isolation_level(limits)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     readable = [Path(r).resolve() for r in readable]
     if bad := [r for r in readable if r == workdir or workdir in r.parents]:
         raise ValueError(f"readable paths inside the workdir would be writable: {bad}")
-    uid = sandbox_uid(limits) if os.geteuid() == 0 else None
-    with _uid_locks.setdefault(sandbox_uid(limits), threading.Lock()):
-        if uid is not None:
-            _prepare_paths(workdir, readable, uid)
-            _sweep(None, uid, None)  # leftovers of a crashed earlier run
-            # Unreaped zombies still count against RLIMIT_NPROC and init here
-            # reaps orphans only every ~2 s: right after a fork bomb the next
-            # child would get EAGAIN on its first fork.
-            reap_end = time.monotonic() + _REAP_WAIT_S
-            while _live_matches(None, uid, zombies=True) and time.monotonic() < reap_end:
-                time.sleep(0.05)
-        timed_out = flooded = False
-        jail = NetJail.create(list(forward_ports)) if uid is not None and limits.isolate_network else None
+    if level == "unsafe":
+        return _run_unsafe(argv, workdir, env, limits)
+    lease = lease_uid()
+    box = group = jail = proc = None
+    record, timed_out, flooded = None, False, False
+    try:
+        box = Box.create(lease.uid, readable)
+        group = CgroupBox.create(box.path.name, limits.memory_mb * _MIB, limits.processes)
+        box.cgroup_dirs = [str(d) for d in group.dirs] if group else []
+        box.work_mounted = True  # recorded as "may be mounted" before the mount exists
+        record = box.record(record_dir)
+        box.work_mounted = False
+        box.mount_work(limits.disk_mb)
+        _seed(workdir, box)
+        for folder in readable:
+            _hand_over(folder, lease.uid)
+        jail = NetJail.create(list(forward_ports)) if limits.isolate_network else None
+        seccomp = filter_fd()
+        command = bwrap_argv(argv, uid=lease.uid, workdir=workdir, work_source=box.work,
+                             readable=[(inside, source) for inside, source in box.readable],
+                             scratch_mb=limits.scratch_mb, seccomp_fd=seccomp, own_network=limits.isolate_network and jail is None,
+                             gpu=limits.gpu)
+        _LIVE[box.path.name] = (box, group)
+
+        def setup() -> None:  # in the forked child, before exec: still root here
+            if group:
+                group.join()
+            if jail:
+                setns(jail.fd)
+            bind_privately([(source, point) for source, point in box.readable])
+            _set_rlimits(limits)
+            os.setgroups([])
+            os.setgid(lease.uid)
+            os.setuid(lease.uid)
+
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(
-                argv, cwd=workdir, env=scrubbed_env(env, workdir), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                preexec_fn=_child_setup(limits, uid, jail.fd if jail else None))
-        except BaseException:
-            if jail:
-                jail.close()
-            raise
-        try:
-            output = _Output(proc, limits.output_bytes)
-            deadline = start + limits.wall_timeout_s
-            # WNOWAIT keeps the child a zombie, so its pid (= pgid) cannot be
-            # reused by a stranger before the sweep has used it.
-            while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-                if (remaining := deadline - time.monotonic()) <= 0:
-                    timed_out = True
-                    break
-                output.pump(min(0.05, remaining))
-                if output.seen > _KILL_FACTOR * limits.output_bytes:
-                    flooded = True
-                    break
+            proc = subprocess.Popen(command, cwd="/", env=scrubbed_env(env, workdir), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                    pass_fds=(seccomp,), preexec_fn=setup)
         finally:
-            killed = _sweep(proc.pid, uid, proc.pid)
-            if jail:
-                jail.close()
-            if uid is not None:
-                _remove_leftover_files(uid, workdir)
-        drain_end = time.monotonic() + _DRAIN_GRACE_S
-        # Bounded: as non-root an escaped daemon may hold the pipes open forever.
-        while time.monotonic() < drain_end and output.pump(0.05):
-            pass
-        stdout, stderr = output.texts()
-        proc.stdout.close()
-        proc.stderr.close()
-        returncode = proc.wait()
+            os.close(seccomp)
+        output, timed_out, flooded = _watch(proc, limits, start)
+    finally:
+        # A child that exited by itself took its PID namespace, and every daemon, with it.
+        killed = len(_still_running(proc, group, lease.uid)) if (timed_out or flooded) else 0
+        if proc is not None:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # bubblewrap: its sandbox dies with it
+        if group:
+            group.kill()
+        kill_uid(lease.uid)
+        if jail:
+            jail.close()
+        note = ""
+        if box:
+            if box.work_mounted and proc is not None:
+                note = _copy_back(box, workdir, limits)
+            box.destroy()
+            _LIVE.pop(box.path.name, None)
+        if group:
+            group.remove()
+        for folder in readable:  # no file of the uid outlives its lease
+            _hand_over(folder, os.geteuid())
+        lease.release()
+        if record:
+            record.unlink(missing_ok=True)
+    stdout, stderr, returncode = _finish(proc, output)
+    if 128 < returncode < 128 + signal.NSIG:  # bubblewrap reports a child killed by signal N as 128 + N
+        returncode = 128 - returncode
     return SandboxResult(
-        returncode=returncode, stdout=stdout, stderr=stderr, timed_out=timed_out,
-        wall_s=time.monotonic() - start, killed_leftovers=killed, network="isolated" if jail else "host",
+        returncode=returncode, stdout=stdout, stderr=stderr + note, timed_out=timed_out,
+        wall_s=time.monotonic() - start, killed_leftovers=killed,
+        network="isolated" if jail else ("none" if limits.isolate_network else "host"), isolation=level, uid=lease.uid,
         output_truncated=flooded or output.seen > limits.output_bytes)
+
+
+def _still_running(proc: subprocess.Popen | None, group: CgroupBox | None, uid: int) -> set[int]:
+    """The child's processes still running, bubblewrap and its init excluded."""
+    if proc is None:
+        return set()
+    running = group.pids() if group else set(processes_of(uid))
+    with suppress(OSError):
+        running -= {int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()}
+    return running - {proc.pid}
+
+
+def _watch(proc: subprocess.Popen, limits: SandboxLimits, start: float) -> tuple["_Output", bool, bool]:
+    """Pump the child's output until it exits, times out or floods; (output, timed out, flooded)."""
+    output = _Output(proc, limits.output_bytes)
+    deadline = start + limits.wall_timeout_s
+    # WNOWAIT keeps the child a zombie, so its pid (= pgid) cannot be reused by a stranger
+    # before the cleanup has used it.
+    while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if (remaining := deadline - time.monotonic()) <= 0:
+            return output, True, False
+        output.pump(min(0.05, remaining))
+        if output.seen > _KILL_FACTOR * limits.output_bytes:
+            return output, False, True
+    return output, False, False
+
+
+def _finish(proc: subprocess.Popen, output: "_Output") -> tuple[str, str, int]:
+    drain_end = time.monotonic() + _DRAIN_GRACE_S
+    # Bounded: an unsafe-mode daemon may hold the pipes open forever.
+    while time.monotonic() < drain_end and output.pump(0.05):
+        pass
+    stdout, stderr = output.texts()
+    proc.stdout.close()
+    proc.stderr.close()
+    return stdout, stderr, proc.wait()
+
+
+def _run_unsafe(argv: list[str], workdir: Path, env: dict[str, str], limits: SandboxLimits) -> SandboxResult:
+    """No isolation beyond rlimits, a session and a wall clock (see the module docstring)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=workdir, env=scrubbed_env(env, workdir), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: _set_rlimits(limits))
+    try:
+        output, timed_out, flooded = _watch(proc, limits, start)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    stdout, stderr, returncode = _finish(proc, output)
+    return SandboxResult(
+        returncode=returncode, stdout=stdout, stderr=stderr, timed_out=timed_out, wall_s=time.monotonic() - start,
+        killed_leftovers=0, network="host", isolation="unsafe", output_truncated=flooded or output.seen > limits.output_bytes)
 
 
 @runtime_checkable
@@ -305,8 +379,11 @@ class SandboxRunner(Protocol):
 
 
 class SubprocessSandbox:
-    """The real `SandboxRunner`: a thin wrapper around `run_sandboxed`."""
+    """The real `SandboxRunner`: `run_sandboxed`, recording live sandboxes in `record_dir`."""
+
+    def __init__(self, record_dir: Path | None = None):
+        self.record_dir = record_dir
 
     def run(self, argv: list[str], workdir: Path, env: dict[str, str], limits: SandboxLimits,
             readable: Sequence[Path] = (), forward_ports: Sequence[int] = ()) -> SandboxResult:
-        return run_sandboxed(argv, workdir, env, limits, readable, forward_ports)
+        return run_sandboxed(argv, workdir, env, limits, readable, forward_ports, self.record_dir)

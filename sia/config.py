@@ -134,24 +134,35 @@ class SandboxLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    wall_timeout_s: float = Field(600.0, gt=0, description="Wall-clock limit in seconds. On expiry the child's whole "
-                                  "process group and every process running as `uid` is sent SIGKILL.")
+    wall_timeout_s: float = Field(600.0, gt=0, description="Wall-clock limit in seconds. On expiry every process of the "
+                                  "sandbox is sent SIGKILL.")
     cpu_time_s: int = Field(1200, gt=0, description="CPU seconds per process (RLIMIT_CPU); SIGXCPU/SIGKILL when exceeded.")
-    memory_mb: int = Field(4096, gt=0, description="Address-space limit per process in MiB (RLIMIT_AS). Counts virtual "
-                           "memory, so thread stacks and mmaps count too; a bare Python needs a few tens of MiB, heavy "
-                           "libraries (torch) need far more.")
+    memory_mb: int = Field(4096, gt=0, description="Memory of the whole sandbox in MiB (control group: resident memory, "
+                           "page cache and tmpfs files, the working folder included) and address space per process "
+                           "(RLIMIT_AS: virtual memory, so thread stacks and mmaps count too); a bare Python needs a "
+                           "few tens of MiB, heavy libraries (torch) need far more.")
     open_files: int = Field(256, gt=0, description="Maximum open file descriptors per process (RLIMIT_NOFILE).")
-    processes: int = Field(64, gt=0, description="Maximum processes plus threads owned by the sandbox uid (RLIMIT_NPROC). "
-                           "Only enforced because the child runs as an unprivileged uid; the kernel ignores it for root.")
+    processes: int = Field(64, gt=0, description="Maximum processes plus threads in the sandbox (control group pids.max, "
+                           "and RLIMIT_NPROC of its uid, which no other sandbox shares).")
     output_bytes: int = Field(2_000_000, gt=0, description="Bytes of stdout+stderr kept (the tail; the rest is discarded "
                               "and the result flagged as truncated). A child that writes more than 8x this in total is killed.")
-    file_size_mb: int = Field(256, gt=0, description="Largest file the child may write, in MiB (RLIMIT_FSIZE).")
+    file_size_mb: int = Field(256, gt=0, description="Largest file the child may write, in MiB (RLIMIT_FSIZE); all its "
+                              "files together are bounded by disk_mb and scratch_mb.")
     isolate_network: bool = Field(True, description="Run the child in its own network namespace where only the forwarded "
                                   "ports (the gateway) answer on 127.0.0.1. Needs root (CAP_SYS_ADMIN); elsewhere the "
                                   "child shares the host network and the result says so.")
-    uid: int | None = Field(None, gt=0, description="Unprivileged uid (also used as gid) the child runs as when the parent "
-                            "is root. Must be used by nothing else: after each run every process with this uid is killed. "
-                            "None picks 61000 + (pid % 4000), so concurrent SIA processes never sweep each other's children.")
+    disk_mb: int = Field(1024, gt=0, description="Size of the working folder in MiB: a tmpfs (RAM, counted in the "
+                         "control group) of this size; writing past it fails inside the child (ENOSPC), never on "
+                         "the host's disk. Its files are copied back to the caller after the run.")
+    scratch_mb: int = Field(256, gt=0, description="Size in MiB of each of the child's own /tmp, /var/tmp, /dev/shm and "
+                            "/run/lock (tmpfs, counted in the control group).")
+    gpu: bool = Field(False, description="Bind the GPU device nodes (/dev/nvidia*, /dev/dri) and /sys into the sandbox "
+                      "(solutions that run CUDA kernels).")
+    allow_unsafe: bool = Field(False, description="Run generated code even where it cannot be isolated (no root or no "
+                               "bubblewrap): rlimits only, readable by it everything the user can read. Off by "
+                               "default; `--unsafe-sandbox` turns it on, under a banner, and the run records it.")
+    uid: int | None = Field(None, gt=0, description="Ignored (kept so configs of earlier runs load): each sandbox now "
+                            "leases its own uid from 61000-64999 (see sandbox.uids).")
 
 
 class RoleConfig(BaseModel):
@@ -194,6 +205,30 @@ class GatewayConfig(BaseModel):
     precision: Precision = Field(
         "auto", description="Dtype the embedded model is served in; 'auto' is bf16 where it is measured clearly "
                             "faster (a GPU, or e.g. a CPU with AMX: about 2x faster generation), else fp32.")
+    # What one caller may ask of the gateway (see gateway/server.py). The agent is untrusted code:
+    # every limit below holds per token, so one evaluation cannot starve the loop or fill run.db.
+    # An agent run makes about one call per item, for a few hundred items at most.
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body read; a bigger declared "
+                                "Content-Length (or chunked body) gets 413 without being read.")
+    max_schema_bytes: int = Field(16_384, ge=256, description="Largest response_format JSON schema (as JSON); "
+                                  "it is compiled to a grammar and stored with every call.")
+    max_schema_depth: int = Field(32, ge=2, description="Deepest nesting of objects and lists in a JSON schema.")
+    request_timeout_s: float = Field(600, gt=0, description="Longest a request waits for its completion; then 504 "
+                                     "(and it is not decoded if it has not started).")
+    token_requests: int = Field(5_000, ge=1, description="Completion requests one token may make (429 after).")
+    token_concurrency: int = Field(32, ge=1, description="Requests one token may have in flight at once (429 beyond).")
+    token_prompt_tokens: int = Field(10_000_000, ge=1, description="Prompt tokens one token may spend (429 once "
+                                     "spent; a request is admitted while some are left).")
+    token_completion_tokens: int = Field(1_000_000, ge=1, description="Completion tokens one token may spend (as "
+                                         "token_prompt_tokens).")
+    calls_per_tag: int = Field(32, ge=1, description="Calls one token may make under one item tag (votes and "
+                               "retries included; 429 after).")
+    rejections_recorded: int = Field(1_000, ge=1, description="Rejected requests recorded in run.db per token "
+                                     "(requests with unknown tokens share one count); later ones are only counted.")
+    max_connections: int = Field(256, ge=2, description="Open connections to the gateway; a connection beyond gets "
+                                 "503 and is closed at once.")
+    idle_timeout_s: float = Field(30, gt=0, description="A connection with no request in progress and none answered "
+                                  "in this long is closed; a request body must arrive within it.")
 
 
 class KeepBestConfig(BaseModel):
@@ -220,7 +255,7 @@ class RunConfig(BaseModel):
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits, description="Limits for every generated agent run.")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="LoRA training settings for the weights lever.")
     scaffold: ScaffoldConfig = Field(default_factory=ScaffoldConfig, description="Scaffold-rewrite settings.")
-    gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="Gateway batching.")
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="Gateway batching and per-token limits.")
     keep_best: KeepBestConfig = Field(default_factory=KeepBestConfig, description="When a candidate replaces the incumbent (paired test on the selection split).")
     report_rejected: bool = Field(False, description="Also score rejected candidates on the feedback and test splits (costs time, changes nothing).")
     rollout_items: int = Field(48, ge=0, description="Training-pool items the incumbent runs on to make fine-tuning data.")

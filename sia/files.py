@@ -3,7 +3,10 @@ sees either the old content or the new, never half of it.
 
 Everything is written to a hidden sibling first and then swapped in with `os.replace`, which is
 atomic within one filesystem. The sibling's name carries the process and thread id, so two
-writers of the same path never write into each other's temporary file. Imports no component.
+writers of the same path never write into each other's temporary file.
+
+Below them, the private scratch helpers: 0700 folders and 0600 files for copies of private data.
+Imports no component.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,3 +89,74 @@ def replacing_dir(target: Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+# --- private scratch: folders 0700, files 0600 ----------------------------------------------------
+# Scratch copies of private data (gold answers, an evaluator's working folder) must stay unreadable
+# to other local users while they exist. The modes are given explicitly at creation, never left to
+# the umask (022 makes folders 0755 and files 0644) and never set through os.umask, which is per
+# process: one thread's 077 would leak into, or be undone by, another thread's writes.
+
+PRIVATE_DIR_MODE, PRIVATE_FILE_MODE = 0o700, 0o600
+
+
+@contextmanager
+def private_scratch(prefix: str) -> Iterator[Path]:
+    """A fresh 0700 temporary folder, removed with everything in it when the block ends."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))  # mkdtemp creates it 0700
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create `path` and its missing parents as 0700 folders (existing ones are left as they are)."""
+    path = Path(path)
+    missing = []
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, PRIVATE_DIR_MODE)
+        except FileExistsError:
+            pass  # made meanwhile by another writer
+    return path
+
+
+def _open_private(path: Path):
+    """`path` opened for writing as a 0600 file: created so, or truncated and made so; a symlink
+    in its place is refused (ELOOP), not followed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)
+    return os.fdopen(fd, "wb")
+
+
+def write_private_bytes(path: Path, data: bytes) -> None:
+    with _open_private(path) as f:
+        f.write(data)
+
+
+def write_private_text(path: Path, text: str) -> None:
+    write_private_bytes(path, text.encode("utf-8"))
+
+
+def copy_private_file(src: Path, dest: Path) -> None:
+    """Copy `src`'s content (not its mode) into a 0600 `dest`."""
+    with open(src, "rb") as f, _open_private(dest) as out:
+        shutil.copyfileobj(f, out)
+
+
+def copy_private_tree(src: Path, dest: Path, leave_out: frozenset[str] = frozenset()) -> None:
+    """Copy the regular files and folders under `src` into `dest` (created) as 0700 folders and
+    0600 files; symbolic links are not copied, nor the entries of `src` itself named in `leave_out`."""
+    make_private_dir(dest)
+    for entry in sorted(os.scandir(src), key=lambda e: e.name):
+        if entry.name in leave_out:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            copy_private_tree(Path(entry.path), Path(dest) / entry.name)
+        elif entry.is_file(follow_symlinks=False):
+            copy_private_file(Path(entry.path), Path(dest) / entry.name)

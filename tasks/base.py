@@ -63,9 +63,6 @@ class Task(Protocol):
         agents may read; rollouts for fine-tuning come from it). Disjoint, deterministic, and cheap
         to call again (computed once per limit)."""
 
-    def protect(self) -> None:
-        """Make the private files unreadable to sandboxed agents; raise TaskError if impossible."""
-
     def fingerprint(self) -> dict[str, str]:
         """A hash per protected file: a change while an agent runs voids its generation."""
 

@@ -17,7 +17,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import random
 import shutil
 from collections import defaultdict
@@ -131,26 +130,6 @@ class CsvTask:
     def fingerprint(self) -> dict[str, str]:
         """SHA-256 of every protected file, keyed by its path relative to the task folder."""
         return {str(p.relative_to(self.root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in self.protected_files()}
-
-    def protect(self) -> None:
-        """Make the task folder (its public training data holds the labels of the feedback and
-        selection items), the private data and the protected files reachable by their owner only,
-        so a sandboxed agent (another uid) can open none of it even by its exact path. Agents get
-        a copy of what they may see."""
-        try:
-            for d in self.private_dirs():
-                os.chmod(d, 0o700)
-            for f in self.protected_files():
-                os.chmod(f, os.stat(f).st_mode & ~0o022)
-        except OSError as exc:
-            raise TaskError(f"{exc.filename}: cannot protect the task's private data ({exc.strerror}); "
-                            "own the task folder or make it and data/private mode 700 yourself") from exc
-
-    def private_dirs(self) -> set[Path]:
-        dirs = {self.root, (self.root / self.spec.test_labels_file).parent}
-        if (self.root / "data" / "private").is_dir():
-            dirs.add(self.root / "data" / "private")
-        return dirs
 
     def _read(self, rel: str) -> list[dict]:
         with open(self.root / rel, newline="", encoding="utf-8") as f:

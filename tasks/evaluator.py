@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
 from sia.config import SandboxLimits
+from sia.files import copy_private_file, make_private_dir, private_scratch, write_private_text
 from sia.sandbox.files import UnsafeOutput, read_child_file
 from sia.tasks.base import TaskError
 
@@ -29,32 +28,34 @@ def finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def run_timed(sandbox, argv: list[str], work: Path, limits: SandboxLimits, timeout_s: float, path: Path,
-              where: str = ""):
-    """Run an evaluator in its own sandboxed process under its own time limit; a timeout is the
-    evaluator's fault and stops the run (EvaluatorError naming `path`)."""
-    result = sandbox.run(argv, work, {}, limits.model_copy(update={"wall_timeout_s": timeout_s}))
-    if result.timed_out:
-        raise EvaluatorError(f"{path}: timed out after {timeout_s:g} s{where}; make it faster or raise "
-                             "evaluator_timeout_s in sia_task.json, then `sia resume RUN`")
-    return result
+def run_timed(sandbox, argv: list[str], work: Path, limits: SandboxLimits, timeout_s: float):
+    """Run an evaluator in its own sandboxed process under its own time limit; whose fault a
+    timeout is, the caller decides (`timed_out_error` when it is the evaluator's)."""
+    return sandbox.run(argv, work, {}, limits.model_copy(update={"wall_timeout_s": timeout_s}))
+
+
+def timed_out_error(path: Path, timeout_s: float, where: str = "") -> EvaluatorError:
+    return EvaluatorError(f"{path}: timed out after {timeout_s:g} s{where}; make it faster or raise "
+                          "evaluator_timeout_s in sia_task.json, then `sia resume RUN`")
 
 
 def run_evaluator(path: Path, timeout_s: float, sandbox, limits: SandboxLimits, python: str,
                   predictions: dict[str, str | None], gold: dict[str, str | None]) -> dict[str, float]:
     """Per-item scores from the evaluator script at `path`; raises EvaluatorError naming the file and the fix."""
     fix = "fix it, then `sia resume RUN` continues where the run stopped"
-    scratch = Path(tempfile.mkdtemp(prefix="sia-eval-"))
-    try:
-        # The gold answers go into the evaluator's own 0700 working folder (owned by the sandbox
-        # uid), never into a folder other users could open.
-        work = scratch / "work"
-        work.mkdir()
-        (work / "predictions.json").write_text(json.dumps(predictions, ensure_ascii=False), encoding="utf-8")
-        (work / "gold.json").write_text(json.dumps(gold, ensure_ascii=False), encoding="utf-8")
-        shutil.copy(path, work / "evaluate.py")
+    with private_scratch("sia-eval-") as scratch:
+        # The gold answers go into the evaluator's own working folder (handed to the sandbox uid),
+        # 0700 with 0600 files like everything here: no other local user reads them meanwhile.
+        work = make_private_dir(scratch / "work")
+        write_private_text(work / "predictions.json", json.dumps(predictions, ensure_ascii=False))
+        write_private_text(work / "gold.json", json.dumps(gold, ensure_ascii=False))
+        copy_private_file(path, work / "evaluate.py")
         result = run_timed(sandbox, [python, "evaluate.py", "--predictions", "predictions.json", "--gold", "gold.json",
-                                     "--out", "results.json"], work, limits, timeout_s, path)
+                                     "--out", "results.json"], work, limits, timeout_s)
+        if result.timed_out:
+            # The evaluator's: the agent's labels reach it parsed by us and cut to 1,000 characters
+            # each, little for a healthy evaluator to choke on (unlike an SIA folder's raw output).
+            raise timed_out_error(path, timeout_s)
         if result.returncode != 0:
             raise EvaluatorError(f"{path}: exited with code {result.returncode}: {result.stderr.strip()[-400:]}; {fix}")
         try:
@@ -70,5 +71,3 @@ def run_evaluator(path: Path, timeout_s: float, sandbox, limits: SandboxLimits, 
         if not isinstance(items, dict) or set(items) != set(gold) or not all(finite_number(v) for v in items.values()):
             raise EvaluatorError(f"{path}: 'items' must map every one of the {len(gold)} item ids to a number; {fix}")
         return {item: float(v) for item, v in items.items()}
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)

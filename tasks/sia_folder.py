@@ -24,18 +24,21 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import math
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sia.files import (copy_private_file, copy_private_tree, make_private_dir, private_scratch,
+                       write_private_bytes)
 from sia.sandbox.files import UnsafeOutput, copy_child_tree, read_child_file
 from sia.tasks.base import ItemOutcome, Tags, TaskError
 from sia.tasks.csv_task import CsvTask
-from sia.tasks.evaluator import EvaluatorError, finite_number, run_timed
+from sia.tasks.evaluator import EvaluatorError, finite_number, run_timed, timed_out_error
 
 
 class SIAFolderSpec(BaseModel):
@@ -91,31 +94,38 @@ def _read_table(path: Path) -> tuple[str, list | dict, list[str]] | None:
     return None
 
 
-def restrict_copy(src: Path, dest: Path, all_ids: set[str], keep: set[str]) -> None:
-    """Copy `src` to `dest`; a table at least half made of item rows keeps only the rows in `keep`."""
+def restrict_copy(src: Path, dest: Path, all_ids: set[str], keep: set[str], private: bool = False) -> None:
+    """Copy `src` to `dest`; a table at least half made of item rows keeps only the rows in `keep`.
+    `private`: `dest` is 0600 (see `copy_restricted`)."""
     table = _read_table(src) if src.suffix.lower() in (".csv", ".json") else None
     if table is None or sum(i in all_ids for i in table[2]) * 2 < len(table[2]):
-        shutil.copy(src, dest)
+        copy_private_file(src, dest) if private else shutil.copy(src, dest)
         return
     kind, data, _ = table
     if kind == "csv":
-        with open(dest, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows([data[0]] + [r for r in data[1:] if r and r[0] in keep])
+        text = io.StringIO()
+        csv.writer(text).writerows([data[0]] + [r for r in data[1:] if r and r[0] in keep])
+        content = text.getvalue().encode("utf-8")
     else:
         kept = ([r for r in data if str(r["id"]) in keep] if kind == "json-list"
                 else {k: v for k, v in data.items() if str(k) in keep})
-        dest.write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
+        content = json.dumps(kept, ensure_ascii=False).encode("utf-8")
+    write_private_bytes(dest, content) if private else dest.write_bytes(content)
 
 
-def copy_restricted(src_dir: Path, dest_dir: Path, all_ids: set[str], keep: set[str]) -> None:
-    dest_dir.mkdir(parents=True, exist_ok=True)
+def copy_restricted(src_dir: Path, dest_dir: Path, all_ids: set[str], keep: set[str], private: bool = False) -> None:
+    """`restrict_copy` of every file under `src_dir` into `dest_dir`. `private`: 0700 folders and
+    0600 files, for the evaluator's copy of the task (the gold answers); without it the usual
+    modes, for the agent's view of the public data, which the sandbox shares with the agent."""
+    mkdir = make_private_dir if private else (lambda folder: folder.mkdir(parents=True, exist_ok=True))
+    mkdir(dest_dir)
     for path in sorted(src_dir.rglob("*")):
         target = dest_dir / path.relative_to(src_dir)
         if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
+            mkdir(target)
         elif path.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            restrict_copy(path, target, all_ids, keep)
+            mkdir(target.parent)
+            restrict_copy(path, target, all_ids, keep, private)
 
 
 class SIAFolderTask(CsvTask):
@@ -175,9 +185,6 @@ class SIAFolderTask(CsvTask):
         files += [p for p in (self.root / "data" / "private").rglob("*") if p.is_file()]
         return sorted({f for f in files if f.exists()})
 
-    def private_dirs(self) -> set[Path]:
-        return {self.root, self.root / "data" / "private"}
-
     def _draw_splits(self, limit: int | None) -> dict[str, list[dict]]:
         """Items `{id, text: "", label: None}` per tier (the gold stays with evaluate.py); no pool."""
         s = self.spec
@@ -204,8 +211,7 @@ class SIAFolderTask(CsvTask):
         """(outcomes, problem) as `tasks.base.Task.score_output`: evaluate.py once per tier, on a
         copy of the agent's output and of the task cut to that tier (`gold` is unused: the gold
         answers stay in the task's own private folder)."""
-        scratch = Path(tempfile.mkdtemp(prefix="sia-eval-"))
-        try:
+        with private_scratch("sia-eval-") as scratch:
             outputs = scratch / "outputs"
             try:
                 copy_child_tree(out_dir, outputs, max_bytes=self.spec.max_output_bytes)
@@ -218,23 +224,27 @@ class SIAFolderTask(CsvTask):
                 ids = [i for s, i in tags.values() if s == split]
                 result.update(self._score_tier(split, ids, outputs, problem, scratch / split, sandbox, limits, python))
             return result, problem
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
 
     def _score_tier(self, split, ids, outputs, problem, work, sandbox, limits, python) -> dict:
+        """Outcomes of one tier. Whatever the agent's output makes go wrong (the evaluator rejects
+        it, times out on it, scores it NaN) scores the tier 0 with the reason; only a fault of the
+        evaluator itself raises EvaluatorError, which stops the run."""
         def zero(why: str) -> dict:
             return {(split, i): ItemOutcome(None, 0.0, why) for i in ids}
 
         if problem:
             return zero(problem)
-        work.mkdir()
-        for sub in ("public", "private"):
-            copy_restricted(self.root / "data" / sub, work / "task" / "data" / sub, set(self.item_ids), set(ids))
-        shutil.copytree(outputs, work / "gen")
-        (work / "gen" / "results.json").unlink(missing_ok=True)  # only the evaluator may write the score
-        path = self.root / self.spec.evaluator
-        res = run_timed(sandbox, [python, str(Path("task") / self.spec.evaluator), "--gen-dir", "gen"], work, limits,
-                        self.spec.evaluator_timeout_s, path, where=f" on the {split} tier")
+        path, timeout = self.root / self.spec.evaluator, self.spec.evaluator_timeout_s
+        res = self._run_evaluator(ids, outputs, work, sandbox, limits, python)
+        if res.timed_out:
+            # Whose fault? The same evaluator on the same tier without the agent's output: if it
+            # finishes, the output made it hang (a tier scored 0, the run goes on; a resume would
+            # otherwise repeat the timeout forever); if it hangs on nothing too, the evaluator is broken.
+            if self._run_evaluator(ids, None, work.with_name(f"{work.name}-empty"), sandbox, limits, python).timed_out:
+                raise timed_out_error(path, timeout, where=f" on the {split} tier, even on an empty output")
+            return zero(f"evaluator timed out on this output after {timeout:g} s (it finishes on an empty output; "
+                        "if every output times out, the reference agent's too, raise evaluator_timeout_s in "
+                        "sia_task.json)")
         try:
             data = json.loads(read_child_file(work / "gen", "results.json", max_bytes=50_000_000) or b"null")
         except (UnsafeOutput, ValueError):
@@ -243,6 +253,9 @@ class SIAFolderTask(CsvTask):
             # SIA's evaluators exit non-zero on a missing or malformed submission: the agent's fault.
             return zero(f"evaluate.py failed on this output (exit {res.returncode}): "
                         f"{(res.stderr or res.stdout).strip()[-300:]}")
+        reported = data.get(self.spec.metric)
+        if isinstance(reported, float) and not math.isfinite(reported):  # e.g. the mean of the agent's NaNs
+            return zero(f"evaluate.py scored this output {self.spec.metric} = {reported}")
         score = self._metric(data)
         if score is None:
             raise EvaluatorError(f"{path}: results.json has no number '{self.spec.metric}' (nor any top-level "
@@ -253,6 +266,20 @@ class SIAFolderTask(CsvTask):
         return {(split, i): ItemOutcome(per_item.get(i, {}).get("prediction"), per_item.get(i, {}).get("score", 0.0),
                                         None if i in per_item else "evaluate.py gave no result for this item")
                 for i in ids}
+
+    def _run_evaluator(self, ids: list[str], outputs: Path | None, work: Path, sandbox, limits, python: str):
+        """evaluate.py run once in `work`, a fresh 0700 folder holding the task cut to `ids` (task/)
+        and a copy of `outputs` (gen/, empty without them). The agent's own results.json, file or
+        folder, is left out: only the evaluator writes the score there."""
+        make_private_dir(work)
+        for sub in ("public", "private"):
+            copy_restricted(self.root / "data" / sub, work / "task" / "data" / sub, set(self.item_ids), set(ids),
+                            private=True)
+        make_private_dir(work / "gen")
+        if outputs is not None:
+            copy_private_tree(outputs, work / "gen", leave_out=frozenset({"results.json"}))
+        return run_timed(sandbox, [python, str(Path("task") / self.spec.evaluator), "--gen-dir", "gen"], work, limits,
+                         self.spec.evaluator_timeout_s)
 
     def _metric(self, data: dict) -> float | None:
         numbers = [v for k, v in data.items() if finite_number(v)]

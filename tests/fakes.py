@@ -272,8 +272,7 @@ def _merge(base: dict, updates: dict) -> dict:
 
 def fake_config(tmp_path: Path, **updates) -> RunConfig:
     """RunConfig for fake runs: runs_dir=tmp_path/runs, rollout_items=6, quick sandbox limits
-    (wall_timeout_s=60, memory_mb=1024; the sandbox uid stays the per-process default, never a
-    uid shared with other processes, whose sweeps would kill our agents). `updates` are RunConfig fields;
+    (wall_timeout_s=60, memory_mb=1024). `updates` are RunConfig fields;
     dict values merge into nested sections, e.g. `fake_config(tmp, finetune={"min_examples": 1000})`."""
     base = RunConfig(runs_dir=Path(tmp_path) / "runs", rollout_items=6).model_dump()
     base["sandbox"].update(wall_timeout_s=60, memory_mb=1024)

@@ -1,8 +1,11 @@
 """Correctness check and GPU benchmark for TriMul solutions.
 
 A solution is a Python file defining `custom_kernel(inputs) -> output` (see README.md). It is only
-ever imported in a child process (`python -m sia.tasks.trimul.run_solution`, own session, killed on
-timeout), never in the caller:
+ever imported in a child process (`python -m sia.tasks.trimul.run_solution`), never in the caller,
+and that child runs in the sandbox (`sandbox.runner`: its own uid, a scrubbed environment, limits,
+everything it started killed at the end or on timeout) on a copy of the solution and its inputs in
+its own working folder; on a CUDA machine the sandbox gets the GPU's device nodes. Its output
+files are read back as untrusted (`sandbox.files`):
 
 * check(): the child writes each output to a file; the caller builds the same inputs, runs the
   reference itself and compares (tolerance.compare), so the verdict does not depend on the solution.
@@ -13,18 +16,20 @@ timeout), never in the caller:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import signal
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from sia.config import SandboxLimits
+from sia.files import copy_private_file, private_scratch, write_private_text
+from sia.sandbox.files import UnsafeOutput, read_child_file
+from sia.sandbox.runner import run_sandboxed
 from sia.tasks.trimul.reference import make_inputs, reference_kernel
 from sia.tasks.trimul.tolerance import compare
 
@@ -56,30 +61,56 @@ def _tail(text: str, n: int = 2000) -> str:
     return text if len(text) <= n else "..." + text[-n:]
 
 
-def _run_child(args: list[str], device: str, timeout: float) -> tuple[int | None, str]:
-    """Run run_solution in its own session; (returncode or None on timeout, output tail). Its process
-    group is killed when it ends or times out (a grandchild that calls setsid itself escapes that)."""
-    env = dict(os.environ)
-    if device == "cpu":
-        env["TRITON_INTERPRET"] = "1"  # Triton kernels run in its NumPy interpreter on CPU tensors
-    else:
-        env.pop("TRITON_INTERPRET", None)
-    # Output goes to a file, not a pipe: a grandchild that keeps the pipe open can't stall us.
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sia.tasks.trimul.run_solution", *args],
-                                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        deadline, finished = time.monotonic() + timeout, False
-        while not finished and time.monotonic() < deadline:  # wait without reaping (WNOWAIT) ...
-            finished = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-            time.sleep(0 if finished else 0.05)
-        try:  # ... so the group id is still ours: end the solution and anything it left running
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        code = proc.wait()
-        log.seek(max(0, log.seek(0, os.SEEK_END) - 8000))
-        return (code if finished else None), _tail(log.read().decode(errors="replace"))
+def _output_bytes(case: dict) -> int:
+    """The most bytes a case's output file may have: float32 [B, N, N, C] twice over (a float64
+    output still loads, to be rejected with its dtype), plus room for the file's framing."""
+    return 8 * case["B"] * case["N"] * case["N"] * case["C"] + (1 << 20)
+
+
+def _limits(device: str, timeout: float, output_bytes: int) -> SandboxLimits:
+    """The sandbox's limits for one solution process: torch starts a thread per core and Triton
+    compiles with a C compiler, so more processes and CPU seconds than an agent gets; the working
+    folder must hold every output. On a GPU the sandbox sets no RLIMIT_AS (CUDA maps far more
+    address space than it touches) and the control group bounds host memory."""
+    cores, output_mb = os.cpu_count() or 1, output_bytes // (1 << 20) + 1
+    return SandboxLimits(wall_timeout_s=timeout, cpu_time_s=max(1200, math.ceil(timeout * cores)),
+                         memory_mb=(65_536 if device == "cuda" else 16_384) + output_mb, processes=64 + 4 * cores,
+                         open_files=1024, disk_mb=256 + output_mb, file_size_mb=256 + output_mb, gpu=device == "cuda")
+
+
+def _run_child(args: list[str], work: Path, device: str, timeout: float,
+               output_bytes: int = 0) -> tuple[int | None, str]:
+    """Run run_solution in the sandbox in `work` (which holds its inputs and gets its outputs,
+    `output_bytes` at most); (returncode or None on timeout, output tail)."""
+    env = {"TRITON_INTERPRET": "1"} if device == "cpu" else {}  # Triton's NumPy interpreter on CPU tensors
+    # Which GPU to use is the caller's choice, not a secret.
+    env |= {name: os.environ[name] for name in ("CUDA_VISIBLE_DEVICES",) if name in os.environ}
+    result = run_sandboxed([sys.executable, "-m", "sia.tasks.trimul.run_solution", *args], work, env,
+                           _limits(device, timeout, output_bytes))
+    return (None if result.timed_out else result.returncode), _tail(result.stdout + result.stderr)
+
+
+_TEXT_BYTES = 1 << 20  # an error text or benchmark report the solution's process writes, at most
+
+
+def _case_verdict(work: Path, k: int, case: dict, device: str, code: int | None, timeout: float,
+                  output: str) -> tuple[bool, str]:
+    """(ok, reason) of case `k` from what the solution's process left in `work` (untrusted:
+    read with `read_child_file`, the tensor loaded with weights_only)."""
+    try:
+        tensor = read_child_file(work, f"case_{k}.pt", max_bytes=_output_bytes(case))
+        error = read_child_file(work, f"case_{k}.error.txt", max_bytes=_TEXT_BYTES)
+    except UnsafeOutput as exc:
+        return False, f"unreadable output file: {exc}"
+    if tensor is not None:
+        try:
+            out = torch.load(io.BytesIO(tensor), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a malformed file is the solution's failure
+            return False, f"unreadable output file: {e}"
+        return compare(out, reference_kernel(make_inputs(**case, device=device)))
+    if error is not None:
+        return False, "custom_kernel raised: " + _tail(error.decode(errors="replace"))
+    return False, "no output: " + _exit_text(code, timeout, output)
 
 
 def _exit_text(code: int | None, timeout: float, output: str) -> str:
@@ -106,27 +137,20 @@ def check(solution: str | os.PathLike, shapes=TEST_SHAPES, seeds=(0, 1), device:
     if not path.is_file():
         result["reason"] = f"no solution file at {path}"
         return result
-    with tempfile.TemporaryDirectory(prefix="trimul_check_") as tmp:
-        tmp = Path(tmp)
-        (tmp / "cases.json").write_text(json.dumps(cases))
-        code, output = _run_child(["check", "--solution", str(path), "--cases", str(tmp / "cases.json"),
-                                   "--outdir", str(tmp), "--device", device], device, timeout)
-        if (tmp / "import_error.txt").exists():
-            result["reason"] = "could not import the solution: " + _tail((tmp / "import_error.txt").read_text())
+    with private_scratch("trimul_check_") as work:
+        copy_private_file(path, work / "solution.py")
+        write_private_text(work / "cases.json", json.dumps(cases))
+        code, output = _run_child(["check", "--solution", "solution.py", "--cases", "cases.json", "--outdir", ".",
+                                   "--device", device], work, device, timeout, sum(map(_output_bytes, cases)))
+        try:
+            import_error = read_child_file(work, "import_error.txt", max_bytes=_TEXT_BYTES)
+        except UnsafeOutput as exc:
+            import_error = f"unreadable import_error.txt: {exc}".encode()
+        if import_error is not None:
+            result["reason"] = "could not import the solution: " + _tail(import_error.decode(errors="replace"))
             return result
         for k, case in enumerate(cases):
-            out_file, err_file = tmp / f"case_{k}.pt", tmp / f"case_{k}.error.txt"
-            if out_file.exists():
-                try:
-                    out = torch.load(out_file, map_location="cpu", weights_only=True)
-                except Exception as e:  # noqa: BLE001 - a malformed file is the solution's failure
-                    ok, reason = False, f"unreadable output file: {e}"
-                else:
-                    ok, reason = compare(out, reference_kernel(make_inputs(**case, device=device)))
-            elif err_file.exists():
-                ok, reason = False, "custom_kernel raised: " + _tail(err_file.read_text())
-            else:
-                ok, reason = False, "no output: " + _exit_text(code, timeout, output)
+            ok, reason = _case_verdict(work, k, case, device, code, timeout, output)
             shape = {key: v for key, v in case.items() if key != "seed"}
             result["cases"].append({"shape": shape, "seed": case["seed"], "ok": ok, "reason": reason})
     failed = [c for c in result["cases"] if not c["ok"]]
@@ -157,16 +181,16 @@ def benchmark(solution: str | os.PathLike, shapes=BENCHMARK_SHAPES, check_shapes
     if not correctness["ok"]:
         result["reason"] = "not timed: failed the correctness check: " + correctness["reason"]
         return result
-    with tempfile.TemporaryDirectory(prefix="trimul_bench_") as tmp:
-        tmp = Path(tmp)
-        (tmp / "shapes.json").write_text(json.dumps(list(shapes)))
-        code, output = _run_child(["bench", "--solution", str(Path(solution).resolve()),
-                                   "--shapes", str(tmp / "shapes.json"), "--out", str(tmp / "out.json"),
+    with private_scratch("trimul_bench_") as work:
+        copy_private_file(Path(solution).resolve(), work / "solution.py")
+        write_private_text(work / "shapes.json", json.dumps(list(shapes)))
+        code, output = _run_child(["bench", "--solution", "solution.py", "--shapes", "shapes.json", "--out", "out.json",
                                    "--warmup", str(warmup), "--repeats", str(repeats), "--seed", str(seed)],
-                                  "cuda", timeout)
+                                  work, "cuda", timeout)
         try:
-            report = json.loads((tmp / "out.json").read_text())
-        except (OSError, ValueError):
+            report = json.loads(read_child_file(work, "out.json", max_bytes=_TEXT_BYTES) or b"")
+            report = report if isinstance(report, dict) else {"error": "the benchmark report is not an object"}
+        except (UnsafeOutput, ValueError):
             report = {"error": "no readable benchmark report"}
     shape_results = report.get("results", [])
     result["shapes"] = shape_results

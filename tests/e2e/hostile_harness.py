@@ -9,18 +9,23 @@ For every attack three things are checked:
    environment (and no piece of the loop's process environment) in any file of the run folder
    (checkpoints and run.db included), of the task folder, of the agent's leftovers in /tmp, or in a
    prompt; the task folder is byte-for-byte unchanged; no score above the honest reference agent's
-   (tests/fakes.py: feedback = selection = 1/3, test = 2/7); no process of the sandbox uid left;
+   (tests/fakes.py: feedback = selection = 1/3, test = 2/7); every evaluation ran under bubblewrap
+   as a uid of the pool (61000-64999), no process of the uids the run's sandboxes used is left, and
+   the host's /tmp and /dev/shm received nothing from an agent (its /tmp is a private tmpfs);
 3. the attempt is on record: the agents report every attempt as `HOSTILE {json}` lines on stderr,
    which the loop keeps as runs/RUN/gen_1/*_stderr.log; the sandbox's *_sandbox.json, run.db's
    `item_results` and `rejected_requests` show what the loop saw.
 
 The task folder lives in a world-reachable place (/tmp, mode 755, every file 644/755 before the
-run), so only the product's own protection (Task.protect(), the uid drop, the scrubbed env, the
-network namespace...) can stop the attacks. Tests marked xfail(strict=True, reason="HOLE: ...") are
-attacks that currently succeed; an XPASS means the hole was fixed and the mark must go.
+run) and task.md, which the agent gets in its view, ends with "task folder PATH" and "loop pid PID"
+(the loop's own process): the agents know exactly where to look, so only the product's own
+protection (the bubblewrap sandbox mounting none of it, its PID namespace, the uid drop, the
+scrubbed env, the network namespace...) can stop the attacks. Tests marked xfail(strict=True,
+reason="HOLE: ...") are attacks that currently succeed; an XPASS means the hole was fixed and the
+mark must go.
 
-Needs root (as here and in CI): without it there is no uid drop, and the sandbox is documented
-to let the child read whatever the user can."""
+Needs root and bubblewrap (as here and in CI): without them the sandbox is documented to let the
+child read whatever the user can."""
 
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ import stat
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +50,6 @@ import pytest
 
 from sia.checkpoints.saver import open_saver
 from sia.graph.state import SIAInput
-from sia.sandbox.limits import sandbox_uid
 from tests.fakes import (fake_config, fake_model_cache, fake_services, make_tiny_task,
                          prompts_sent, run_graph, shutdown)
 
@@ -57,8 +62,9 @@ PLANTED = {"OPENAI_API_KEY": "sk-planted-" + secrets.token_hex(12),
            "SIA_TEST_SECRET": "sia-test-secret-" + secrets.token_hex(12)}
 MARKER = re.compile(rb"SIA-CANARY-[0-9a-f]+|sk-planted-[0-9a-f]+|sia-test-secret-[0-9a-f]+")
 SANDBOX_ENV = {"PATH", "LANG", "HOME", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "OPENAI_BASE_URL",
-               "OPENAI_API_KEY", "SIA_MODEL"}
+               "OPENAI_API_KEY", "SIA_MODEL", "PWD"}  # PWD: bubblewrap's --chdir sets it (the working folder)
 EVALUATIONS = ["task_selection_stderr.log", "task_feedback-test_stderr.log"]  # generation 1's two, in order
+POOL = range(61000, 65000)  # sia.sandbox.uids: the uids sandboxes are leased
 QUICK, TIMEOUT = 15, 3  # sandbox wall clock for attacks that end by themselves / that must be timed out
 _ENVIRON = Path("/proc/self/environ").read_bytes()
 ENV_CHUNK = _ENVIRON[:200] if len(_ENVIRON) >= 64 else None  # the loop's own environment block
@@ -74,7 +80,7 @@ class Outcome:
     task: Path
     root: Path  # the run folder
     run_id: str
-    uid: int  # the sandbox uid
+    uids: frozenset[int]  # the uids the run's sandboxes ran as (the "uid" of each gen_*/*_sandbox.json)
     final: dict = field(repr=False)
     exc: BaseException | None
     wall_s: float
@@ -250,14 +256,16 @@ def _run(name: str, agent: Path | None = None, *, sandbox: dict | None = None, m
     (base / "root-only" / "submission.csv").write_text(f"SIA-CANARY-{secrets.token_hex(4)},x\n1,2\n")
     (base / "root-only" / "agent_execution.json").write_text(json.dumps({"secret": f"SIA-CANARY-{secrets.token_hex(4)}"}))
     pot = Honeypot(base) if honeypot else None
-    if pot:
-        with (task / "task.md").open("a") as f:
-            f.write(f"\nhoneypot port {pot.port}\nhoneypot unix socket {pot.unix_path}\n")
+    with (task / "task.md").open("a") as f:  # the attacker knows where everything is
+        f.write(f"\ntask folder {task}\nloop pid {os.getpid()}\n")
+        if pot:
+            f.write(f"honeypot port {pot.port}\nhoneypot unix socket {pot.unix_path}\n")
     _open_up(task)
     before = _snapshot(task)
 
     run_id = f"hostile-{name}"
     stale = set(glob.glob(f"/tmp/sia-{run_id}-g*"))  # scratch folders of an earlier, killed session
+    host_tmp = set(glob.glob("/tmp/sia-hostile-agent-*"))  # files of agents of an earlier session (or sandbox)
     config = fake_config(base, sandbox={"wall_timeout_s": QUICK, **(sandbox or {})})
     svc = fake_services(base, run_id, [META_KEEP], list(feedback), config=config)
     saver = open_saver(svc.paths.checkpoints)
@@ -281,10 +289,14 @@ def _run(name: str, agent: Path | None = None, *, sandbox: dict | None = None, m
         saver.conn.close()
         if pot:
             pot.close()
-    extra = {"interventions": interventions, "stale_scratch": stale}
+    extra = {"interventions": interventions, "stale_scratch": stale, "host_tmp": host_tmp}
     if pot:
         extra["honeypot"] = dict(pot.accepted)
-    return Outcome(name, base, task, svc.paths.root, run_id, sandbox_uid(config.sandbox), final, exc, wall,
+    uids = set()
+    for record in svc.paths.root.glob("gen_*/*_sandbox.json"):
+        with suppress(OSError, ValueError):
+            uids.add(json.loads(record.read_text())["uid"])
+    return Outcome(name, base, task, svc.paths.root, run_id, frozenset(uids), final, exc, wall,
                    before, prompts, tokens_left, extra)
 
 
@@ -297,26 +309,25 @@ def planted_environment(tmp_path_factory):
         yield
     for outcome in _OUTCOMES.values():
         shutil.rmtree(outcome.base, ignore_errors=True)
-    uid = sandbox_uid(fake_config(Path("/nonexistent")).sandbox)
-    for path in glob.glob("/tmp/sia-hostile-agent-*"):
-        if os.lstat(path).st_uid == uid:
-            os.unlink(path)
+    for path in glob.glob("/tmp/sia-hostile-agent-*"):  # none expected now: an agent's /tmp is its own tmpfs
+        with suppress(OSError):
+            if os.lstat(path).st_uid in POOL:
+                os.unlink(path)
     _OUTCOMES.clear()
 
 
 # --- the three checks -------------------------------------------------------------------------
 
 def leftovers(o: Outcome) -> list[Path]:
-    """Files the agent's uid left in /tmp and /dev/shm."""
-    out = []
+    """What the run's sandbox uids own in the host's /tmp and /dev/shm (files, folders, links,
+    FIFOs...) and any /tmp/sia-hostile-agent-* that appeared during the run, whoever owns it."""
+    out = {Path(p) for p in set(glob.glob("/tmp/sia-hostile-agent-*")) - o.extra["host_tmp"]}
     for top in ("/tmp", "/dev/shm"):
         for entry in os.scandir(top):
-            try:
-                if entry.stat(follow_symlinks=False).st_uid == o.uid and entry.is_file(follow_symlinks=False):
-                    out.append(Path(entry.path))
-            except OSError:
-                pass
-    return out
+            with suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_uid in o.uids:
+                    out.add(Path(entry.path))
+    return sorted(out)
 
 
 def leaks(o: Outcome) -> list[str]:
@@ -335,7 +346,8 @@ def leaks(o: Outcome) -> list[str]:
     for path in sorted(p for p in o.base.rglob("*") if p.is_file() and not p.is_symlink() and p not in sources):
         scan(str(path), path.read_bytes())
     for path in leftovers(o):
-        scan(str(path), path.read_bytes())
+        if path.is_file() and not path.is_symlink():
+            scan(str(path), path.read_bytes())
     for i, prompt in enumerate(o.prompts):
         scan(f"prompt {i}", prompt.encode())
     return found
@@ -358,7 +370,8 @@ def assert_nothing_leaked(o: Outcome) -> None:
     assert after.keys() == o.before.keys(), f"task files added/removed: {set(after) ^ set(o.before)}"
     assert not [k for k in after if after[k] != o.before[k]], "task files changed"
     assert not o.final.get("flagged"), o.final.get("flagged")
-    assert not uid_processes(o.uid), "processes of the sandbox uid survived the run"
+    assert not (left := leftovers(o)), f"an agent left something in the host's /tmp or /dev/shm: {left}"
+    assert not [u for u in o.uids if uid_processes(u)], "processes of a sandbox uid survived the run"
     assert o.tokens_left == 0, "a gateway token outlived its evaluation"
     assert not set(glob.glob(f"/tmp/sia-{o.run_id}-g*")) - o.extra["stale_scratch"], "a scratch folder was left behind"
 
@@ -367,4 +380,6 @@ def check(o: Outcome) -> None:
     """Checks 1 and 2; each test adds check 3 (the record) for its attack."""
     assert_finished(o)
     assert set(o.sandbox()) == {"task_selection", "task_feedback-test"}, "generation 1 did not run both evaluations"
+    for stem, sb in o.sandbox().items():  # bubblewrap, as a leased uid of the pool
+        assert sb["isolation"] in ("bwrap+cgroups", "bwrap") and sb["uid"] in POOL, (stem, sb)
     assert_nothing_leaked(o)

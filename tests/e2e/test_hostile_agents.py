@@ -16,7 +16,7 @@ from tests.e2e.hostile_harness import (EVALUATIONS, PLANTED, QUICK, SANDBOX_ENV,
                                       assert_nothing_leaked, attack, check, uid_processes)
 from tests.fakes import REFERENCE_AGENT
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's uid drop, its main defence, needs root")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the bubblewrap sandbox (uid drop, namespaces) needs root")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,10 +46,20 @@ def test_relative_paths_to_private_data():
     private = str(o.task / "data" / "private")
     reports = o.reports()
     opened = [r for r in reports if r.get("abs") == private + "/test.csv"]
-    listed = [r for r in reports if r.get("listdir") and r.get("abs") == private]
-    assert opened, "the agent never tried the private labels by a relative path (test is void)"
-    assert {r["result"] for r in opened + listed} == {"PermissionError"}
-    assert [s["found"] for s in o.summaries()] == [[], []]
+    assert [r for r in opened if not r["target"].startswith("/")], \
+        "the agent never tried the private labels by a relative path (test is void)"
+    # The task folder is not mounted in the sandbox at all (before bubblewrap: there, but 0700):
+    # every path into it, relative or not, the private folder itself included, is simply missing.
+    into_base = [r for r in reports if "target" in r and r["abs"].startswith(str(o.base) + "/")]
+    assert {r["result"] for r in into_base} == {"FileNotFoundError"}, into_base
+    assert {r["abs"] for r in into_base} >= {private, private + "/test.csv", private + "/canary.txt"}
+    # What the child saw going up: its /tmp holds its own scratch folder (view and working
+    # folder) and nothing else: not the task's folder, not the run's, not another sandbox's.
+    tmp = [r for r in reports if r.get("listdir") and r["abs"] == "/tmp" and r["result"] == "ok"]
+    assert len(tmp) >= 2 and all(len(r["names"]) == 1 and r["names"][0].startswith(f"sia-{o.run_id}-g1-")
+                                 for r in tmp), tmp
+    assert not [r for r in reports if o.base.name in r.get("names", [])]
+    assert [(s["found"], s["cheated"]) for s in o.summaries()] == [([], 0), ([], 0)]
 
 
 def test_absolute_path_search_for_private_data():
@@ -57,11 +67,17 @@ def test_absolute_path_search_for_private_data():
     check(o)
     private = str(o.task / "data" / "private" / "test.csv")
     summaries = o.summaries()
+    print("what the child saw:", json.dumps(summaries, indent=1))  # pytest -s, or shown on failure
     assert len(summaries) == 2
     for s in summaries:
-        # the task folder itself is 0700 now, so the search is stopped at its door
-        assert any(d == private or d.startswith(str(o.task)) for d in s["denied"]), \
-            "the search never reached the task folder (test is void)"
+        assert private in s["missing"], "the search never tried the task's private labels (test is void)"
+        # Not mounted (before bubblewrap: there, stopped by a 0700 folder): even by its exact
+        # path, nothing of the task's folder exists in the sandbox, and its /tmp holds only the
+        # agent's own scratch folder.
+        assert {str(o.task / "data" / "public" / "train.csv"),
+                str(o.base / "root-only-secret.csv")} <= set(s["missing"])
+        assert s["looked_in"][str(o.base)] is False and not [d for d in s["denied"] if d.startswith(str(o.base))]
+        assert [n for n in s["tmp"] if not n.startswith(f"sia-{o.run_id}-g1-")] == [] and len(s["tmp"]) == 1, s["tmp"]
         assert s["found"] == [] and s["cheated"] == 0
         assert not [p for p in s["private_read"] if p.startswith(str(o.base))]
 
@@ -69,22 +85,37 @@ def test_absolute_path_search_for_private_data():
 def test_no_readable_archive_of_private_labels():
     o = attack("absolute_search")
     assert_finished(o)
-    readable = [a for s in o.summaries() for a in s["archives_with_private"]
-                if a.get("read_bytes") and Path(a["archive"]).is_relative_to(SIA_CACHE)]  # not others' copies in /tmp
+    readable = [a for s in o.summaries() for a in s["archives_with_private"] if a.get("read_bytes")]
     assert not readable, f"private members readable by the agent: {[(a['archive'], a['private_members']) for a in readable]}"
+    # the SIA cache (the built-in tasks' wheels) is not mounted in the sandbox at all
+    if SIA_CACHE == Path("/root/.cache/sia") and SIA_CACHE.is_dir():
+        assert [s["looked_in"]["/root/.cache/sia"] for s in o.summaries()] == [False, False]
 
 
 def test_proc_of_the_parent_and_every_process():
     o = attack("proc_parent")
+    print("what the child saw:", json.dumps(o.summaries(), indent=1))  # pytest -s, or shown on failure
     check(o)
-    for s in o.summaries():
-        entries = s["parent_entries"]
-        for rel in ("environ", "maps", "mem", "cwd", "root", "exe", "fd", "map_files"):
-            assert entries[rel] == "PermissionError", (rel, entries[rel])
+    uids = {stem: sb["uid"] for stem, sb in o.sandbox().items()}
+    summaries = o.summaries()
+    assert len(summaries) == 2
+    for s in summaries:
+        # Its own PID namespace: the agent (pid 2) and its parent, the sandbox's init (bubblewrap,
+        # pid 1, the same uid, no capabilities, the same empty view), and nothing else. The loop's
+        # process (before bubblewrap: the parent, its entries PermissionError) does not exist here.
+        me = uids[s["evaluation"]]
+        assert (s["parent"], s["me"]) == (1, 2)
+        procs = s["processes"]
+        assert set(procs) == {"1", "2"} and {p["uid"] for p in procs.values()} == {me}, procs
+        assert procs["1"]["argv"][0] == "bwrap" and procs["2"]["argv"][1:] == ["target_agent.py"], procs
+        assert s["loop_pid"] == os.getpid(), "the agent never tried the loop's process (test is void)"
+        assert set(s["loop_entries"].values()) == {"FileNotFoundError"}, s["loop_entries"]
         assert s["environ_other_uid_readable"] == [] and s["markers"] == []
-        assert s["environ_denied"] > 0
-    denied = [r for r in o.reports() if r.get("target", "").endswith("/environ") and r["result"] == "PermissionError"]
-    assert denied, "the attempts are not on record"
+        assert (s["environ_readable"], s["environ_denied"]) == (2, 0)
+        assert s["parent_entries"]["environ"] == "ok"  # the init's: the agent's own scrubbed environment
+    tried = [r for r in o.reports() if r.get("target") in (f"/proc/{os.getpid()}/environ", "/proc/1/environ")]
+    assert len(tried) == 4, "the attempts are not on record"
+    assert not [r for r in o.reports() if r.get("markers")], "a marker was seen through /proc"
 
 
 def test_environment_dump():
@@ -97,15 +128,25 @@ def test_environment_dump():
         assert env["OPENAI_API_KEY"] not in PLANTED.values()  # the per-evaluation token (blanked in the log)
         assert env["OPENAI_API_KEY"] == "<token>" or env["OPENAI_API_KEY"].startswith("sia-")
         assert env["HOME"].startswith("/tmp/sia-") and "SIA_TEST_SECRET" not in env
+        assert env.get("PWD", env["HOME"]) == env["HOME"]  # the working folder, where bubblewrap starts it
+    uids = {stem: sb["uid"] for stem, sb in o.sandbox().items()}
+    assert len(o.summaries()) == 2
     for s in o.summaries():
-        assert s["markers"] == [] and s["uid"] == s["euid"] == o.uid and s["groups"] == []
-        assert s["proc_environ"]["self"]["result"] == "ok" and s["proc_environ"]["self"]["markers"] == []
-        parent = [v for k, v in s["proc_environ"].items() if k not in ("self",)]
-        assert all(v["result"] == "PermissionError" for v in parent), parent
+        assert s["markers"] == [] and s["uid"] == s["euid"] == uids[s["evaluation"]] and s["groups"] == []
+        blocks = s["proc_environ"]
+        assert set(blocks) == {"self", "1", str(os.getpid())}, \
+            "the agent never tried the loop's environment (test is void)"
+        # the parent is the sandbox's init (pid 1: bubblewrap, the same uid), started with the same
+        # scrubbed environment; the loop's process (before bubblewrap: PermissionError) is not there
+        for who in ("self", "1"):
+            assert blocks[who]["result"] == "ok" and blocks[who]["markers"] == [], (who, blocks[who])
+            assert set(blocks[who]["keys"]) <= SANDBOX_ENV, (who, blocks[who]["keys"])
+        assert blocks[str(os.getpid())] == {"result": "FileNotFoundError"}, blocks
 
 
 def test_fake_score_files_do_not_count():
     o = attack("fake_scores")
+    print("what the child saw:", json.dumps([r for r in o.reports() if "planted" in r], indent=1))
     check(o)
     h = o.result
     assert (h.feedback, h.selection, h.test) == (0.0, 0.0, 0.0)
@@ -115,21 +156,33 @@ def test_fake_score_files_do_not_count():
     for line in (o.gen1 / "items.jsonl").read_text().splitlines():
         assert json.loads(line)["score"] == 0.0
     planted = [r for r in o.reports() if "planted" in r]
-    run_folder = [r for r in planted if r["folder"].startswith(f"{o.root}")]
-    assert run_folder, "the agent never found the run folder (test is void)"
-    for r in run_folder + [r for r in planted if r["folder"].endswith("/input")]:
-        assert not {"ok", "openable"} & set(r["planted"].values()), r  # nothing written, no run.db opened
+    run_folder = [r for r in planted if r["folder"] in (str(o.root), str(o.gen1))]
+    assert len(run_folder) == 4, "the agent never tried the run folder (test is void)"
+    # the run folder is not mounted in the sandbox (before bubblewrap: there, root-only 0700), and
+    # the dataset view is a read-only mount (EROFS, an OSError): nothing written, no run.db opened
+    assert all(set(r["planted"].values()) == {"FileNotFoundError"} for r in run_folder), run_folder
+    view = [r for r in planted if r["folder"].endswith("/input")]
+    assert len(view) == 2 and all(set(r["planted"].values()) == {"OSError"} for r in view), view
     assert not (o.gen1 / "scores.json").exists() and not (o.root / "scores.json").exists()
 
 
 def test_edit_task_and_evaluator():
     o = attack("edit_task")
     check(o)  # includes: every task file byte-for-byte unchanged, the run not flagged
-    for s in o.summaries():
-        assert s["successes"] == [] and s["repo_writable"] == []
-    denied = [r for r in o.reports() if r.get("action") == "overwrite" and r["result"] == "PermissionError"]
-    assert len(denied) >= 2 * 8, "the attempts are not on record"
-    assert os.stat(o.task / "data" / "private").st_mode & 0o777 == 0o700  # Task.protect() did it
+    summaries = o.summaries()
+    print("what the child saw:", json.dumps(summaries, indent=1))  # pytest -s, or shown on failure
+    assert len(summaries) == 2
+    for s in summaries:
+        assert s["tasks"] == [str(o.task)] and s["successes"] == [] and s["repo_writable"] == []
+    attempts = [r for r in o.reports() if "action" in r and r["target"].startswith(str(o.task))]
+    overwrites = [r for r in attempts if r["action"] == "overwrite"]
+    assert len(overwrites) == 2 * 8, "the attempts are not on record (test is void)"
+    # not mounted (before bubblewrap: there, but root-owned and not writable: PermissionError)
+    assert {r["result"] for r in attempts} == {"FileNotFoundError"}, {r["result"] for r in attempts}
+    # the loop's code is there, read-only
+    code = [r for r in o.reports() if r.get("action") == "open-for-write"]
+    assert {Path(r["target"]).name for r in code} >= {"evaluation.py", "runner.py"}, code
+    assert {r["result"] for r in code} == {"denied"}, code
 
 
 # --- 7-13: resources, time and exit -----------------------------------------------------------
@@ -140,7 +193,7 @@ def test_fork_bomb():
     for stem, sb in o.sandbox().items():
         assert sb["timed_out"] and sb["killed_leftovers"] > 0, (stem, sb)
     refused = [r for r in o.reports() if r.get("fork") and r.get("errno") == 11]
-    assert refused, "RLIMIT_NPROC never refused a fork (EAGAIN)"
+    assert refused, "neither the control group (pids.max) nor RLIMIT_NPROC refused a fork (EAGAIN)"
 
 
 def test_memory_bomb():
@@ -188,16 +241,19 @@ def test_sleep_past_the_timeout():
 
 def test_daemon_outliving_the_agent():
     o = attack("daemon")
-    check(o)
+    check(o)  # includes: no process of the sandbox uids left, nothing of them in the host's /tmp
     started = [r for r in o.reports() if "daemon_pid" in r]
-    assert len(started) == 2 and all(r["started"] and r["daemon_pgid"] != r["my_pgid"] for r in started), started
+    assert len(started) == 2 and all(r["started"] and r["alive"] and r["daemon_pgid"] != r["my_pgid"]
+                                     for r in started), started
     for stem, sb in o.sandbox().items():
-        assert sb["killed_leftovers"] >= 1 and not sb["timed_out"] and sb["returncode"] == 0, (stem, sb)
-    logs = [Path(r["daemon_log"]) for r in started]
+        # The daemon dies with the sandbox's PID namespace as soon as the agent (and with it the
+        # sandbox's init) exits: the kernel kills it, so the runner's sweep (killed_leftovers)
+        # usually finds nothing left; the loop does not wait for it.
+        assert not sb["timed_out"] and sb["returncode"] == 0 and sb["wall_s"] < QUICK / 2, (stem, sb)
     time.sleep(1)
-    assert not any(p.exists() for p in logs), "what the daemon wrote in /tmp was not cleaned up (or it still writes)"
-    for r in started:
-        assert not Path(f"/proc/{r['daemon_pid']}").exists() or r["daemon_pid"] not in uid_processes(o.uid)
+    # its log was in the sandbox's own /tmp: gone with it, the host's /tmp never had it
+    assert not any(Path(r["daemon_log"]).exists() for r in started), "the daemon wrote into the host's /tmp"
+    assert not [u for u in o.uids if uid_processes(u)], "the daemon (or another process of the sandbox) survived"
     assert o.result.selection == pytest.approx(1 / 3)
 
 
@@ -231,18 +287,21 @@ def test_gateway_forged_token_and_network():
         assert "honeypot" in s["local"]
         assert not [k for k, v in s["internet"].items() if v == "connected"], s["internet"]
         assert s["listening_ports_visible"] == [s["gateway_port"]] and s["interfaces"] == ["lo"], s
-    # The first evaluation's token was saved in /tmp, which the sandbox empties after each run;
-    # were it still there, the revoked token must get 401.
-    assert second["previous_token_post"] in (401, "no previous token"), "a revoked token still worked"
+    # The first evaluation's token was stashed in /tmp: the sandbox's own tmpfs, gone with it, so
+    # the second evaluation finds nothing to replay (before bubblewrap the stash survived in the
+    # host's /tmp and the replayed, revoked token got 401).
+    assert first["previous_token_post"] == second["previous_token_post"] == "no previous token", (first, second)
     assert o.extra["honeypot"]["tcp"] == 0, "the child reached a port on the host's loopback"
-    # Known limit, recorded, not a product promise: a network namespace does not cover pathname unix
-    # sockets, so a world-connectable one (the test's own, mode 777) is reachable from the sandbox.
+    # Improvement (this was a recorded known limit before bubblewrap): a network namespace does not
+    # cover pathname unix sockets, and the test's own world-connectable one (mode 777) was reachable
+    # from the sandbox. Its folder is not mounted in the sandbox now, so the socket is not there.
     reached = [v for s in (first, second) for v in s["unix_sockets"].values()]
-    assert len(reached) == 2 and o.extra["honeypot"]["unix"] == reached.count("connected")
+    assert reached == ["FileNotFoundError"] * 2, "the agent never tried the unix socket (or reached it)"
+    assert o.extra["honeypot"]["unix"] == 0, "the child reached a unix socket of the host"
     assert {sb["network"] for sb in o.sandbox().values()} == {"isolated"}
     rejected = o.db("select reason, path from rejected_requests")
-    # 3 per evaluation (forged POST, no token, forged GET), plus the previous token if it survived
-    assert len(rejected) == 6 + (second["previous_token_post"] == 401) and {r for r, _ in rejected} == {"unknown token"}, rejected
+    # 3 per evaluation (forged POST, no token, forged GET)
+    assert len(rejected) == 6 and {r for r, _ in rejected} == {"unknown token"}, rejected
     assert {p for _, p in rejected} == {"/v1/chat/completions", "/v1/models"}
     assert o.db("select count(*) from model_calls where purpose = 'task'") == [(2,)]
 
@@ -256,22 +315,37 @@ def test_symlinked_outputs_are_not_followed():
     check(o)  # includes: no canary and no piece of the loop's environment in the run folder or a prompt
     links = [r for r in o.reports() if "link" in r]
     # its call counter lived in /tmp (emptied after each run), so every evaluation links the environment
-    assert len(links) >= 2 and {r["to"] for r in links if r["link"] == "submission.csv"} == {"/proc/self/environ"}
-    assert all(i["error"] and "cannot be opened as a plain file" in i["error"] for i in o.items())
+    private = str(o.task / "data" / "private" / "test.csv")
+    assert len(links) == 4 and {(r["link"], r["to"]) for r in links} == {
+        ("submission.csv", "/proc/self/environ"), ("agent_execution.json", private)}, links
+    # in the sandbox, the private labels are not there at all
+    assert {r["when_i_read_it"] for r in links if r["to"] == private} == {"FileNotFoundError"}
+    # Only plain files and folders come back from the sandbox's working folder: the links never
+    # reach the loop (before bubblewrap the loop saw them and refused them, "cannot be opened as
+    # a plain file").
+    assert all(i["error"] and i["error"].startswith("the agent wrote no submission.csv") for i in o.items())
     assert not list(o.gen1.glob("*_submission.csv")) and not list(o.gen1.glob("*_agent_execution.json"))
 
 
 def test_symlinked_working_dir_is_not_followed():
     o = attack("symlink_workdir", max_generations=2, feedback=(STOP,))
     links = [r for r in o.reports() if "link" in r]
-    assert len(links) == 2 and all(r["when_i_list_it"] == "PermissionError" for r in links), links
+    assert len(links) == 2 and {r["to"] for r in links} == {str(o.base / "root-only")}, links
+    # the root-only folder is not in the sandbox (before bubblewrap: there, PermissionError)
+    assert {r["when_i_list_it"] for r in links} == {"FileNotFoundError"}, links
     check(o)
+    # the linked working folder is not copied back (links never leave the sandbox)
+    assert all(i["error"] and i["error"].startswith("the agent wrote no submission.csv") for i in o.items())
+    assert not list(o.gen1.glob("*_submission.csv")) and not list(o.gen1.glob("*_agent_execution.json"))
 
 
 def test_fifo_submission_does_not_hang_the_loop():
     o = attack("fifo_submission", unblock_fifos=True)
     check(o)
+    assert len([r for r in o.reports() if "fifo" in r]) == 2, "the agent made no FIFO (test is void)"
     assert o.extra["interventions"] == [], f"the loop blocked on the agent's FIFO: {o.extra['interventions']}"
+    # the FIFO never leaves the sandbox: only plain files and folders are copied back
+    assert all(i["error"] and i["error"].startswith("the agent wrote no submission.csv") for i in o.items())
 
 
 def test_huge_field_submission_is_recorded_not_raised():
@@ -289,5 +363,10 @@ def test_submission_directory_is_recorded_not_raised():
 def test_public_train_labels_do_not_inflate_selection():
     o = attack("public_train_labels")
     assert_finished(o)
+    train = str(o.task / "data" / "public" / "train.csv")
+    assert [s["trains_found"] for s in o.summaries()] == [[train], [train]], \
+        "the agent never tried the task's train.csv (test is void)"
+    # not mounted in the sandbox (before bubblewrap: world-readable, only the task root's 0700 stopped it)
+    assert [r["result"] for r in o.reports() if r.get("target") == train] == ["FileNotFoundError"] * 2
     assert [s["answered"] for s in o.summaries()] == [0, 0], "the agent answered from a labelled copy of its items"
     assert_nothing_leaked(o)

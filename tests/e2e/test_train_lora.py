@@ -138,14 +138,16 @@ def test_unsloth_import_failure_falls_back_to_trl_and_says_so(tmp_path, base_dir
         trainer.train(dataset, base_dir, tmp_path / "strict", FinetuneConfig(max_steps=1, allow_fallback=False))
 
 
-def test_malformed_dataset_fails_fast_naming_file_and_row(tmp_path, base_dir):
+def test_malformed_rows_are_dropped_and_named_when_too_few_remain(tmp_path, base_dir):
+    # A bad row is dropped, not fatal (one call of a hostile agent must not disable the weights
+    # lever); when too few rows remain, the error names the file and the first dropped row.
     dataset = write_dataset(tmp_path / "train.jsonl", n=6)
     lines = dataset.read_text().splitlines()
     lines[3] = json.dumps({"messages": [{"role": "user", "content": "hi"}]})  # no completion
     dataset.write_text("\n".join(lines) + "\n")
 
     with pytest.raises(TrainingFailed) as failure:
-        SubprocessTrainer(timeout_s=60).train(dataset, base_dir, tmp_path / "run", FinetuneConfig())
+        SubprocessTrainer(timeout_s=60).train(dataset, base_dir, tmp_path / "run", FinetuneConfig(min_examples=6))
     assert failure.value.returncode == 2
     assert f"{dataset} line 4" in failure.value.reason and "completion" in failure.value.reason
 

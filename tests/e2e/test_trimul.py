@@ -1,11 +1,12 @@
 """The TriMul kernel task: the reference against naive loops, and the harness judging solutions it
-runs in a child process (Triton under TRITON_INTERPRET=1 on CPU; timing only on CUDA)."""
+runs in a sandboxed child process (Triton under TRITON_INTERPRET=1 on CPU; timing only on CUDA)."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,7 @@ def test_harness_accepts_the_shipped_solutions(name):
 
 def solution(tmp_path: Path, body: str, name: str = "solution.py") -> Path:
     path = tmp_path / name
-    path.write_text("import os, sys, time, torch\nfrom tasks.trimul.reference import reference_kernel\n" + body)
+    path.write_text("import os, sys, time, torch\nfrom sia.tasks.trimul.reference import reference_kernel\n" + body)
     return path
 
 
@@ -132,22 +133,47 @@ def test_harness_rejects_a_wrong_solution_with_its_reason(tmp_path, kind):
 
 
 def test_the_verdict_is_reached_outside_the_solution_process(tmp_path):
-    marker = tmp_path / "pid"
-    body = (f"open({str(marker)!r}, 'w').write(str(os.getpid()))\n"
-            "import tasks.trimul.tolerance as t\n"
+    body = ("import sia.tasks.trimul.tolerance as t\n"
             "t.compare = lambda *a, **k: (True, '')  # tampering only reaches its own process\n"
             "def custom_kernel(inputs):\n    return torch.zeros_like(inputs['x'])\n")
     res = harness.check(solution(tmp_path, body), SMALL[:1], seeds=(0,), timeout=120)
     assert not res["ok"] and "outside" in res["reason"]
-    assert int(marker.read_text()) != os.getpid()
     assert compare(torch.zeros(2), torch.ones(2))[0] is False  # and the caller's compare is untouched
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
+def test_a_solution_runs_sandboxed_without_the_callers_environment_or_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIA_TEST_SECRET", "hunter2")
+    private = tmp_path / "private.txt"
+    private.write_text("gold answers")
+    private.chmod(0o600)
+    body = ("def custom_kernel(inputs):\n"
+            "    try:\n        seen = open(" + repr(str(private)) + ").read()\n"
+            "    except OSError as exc:\n        seen = type(exc).__name__\n"
+            "    raise RuntimeError(f'uid={os.getuid()} secret={os.environ.get(\"SIA_TEST_SECRET\")} file={seen}')\n")
+    res = harness.check(solution(tmp_path, body), SMALL[:1], seeds=(0,), timeout=120)
+    reason = res["cases"][0]["reason"]
+    assert "custom_kernel raised" in reason and "secret=None" in reason and "gold answers" not in reason, reason
+    if os.geteuid() == 0:  # the sandbox drops root
+        assert "uid=0 " not in reason, reason
+
+
+def _running(token: str) -> list[int]:
+    """Live processes whose command line holds `token` (seen from the host, whatever pid namespace
+    the sandbox gives them)."""
+    pids = []
+    for proc in (p for p in Path("/proc").iterdir() if p.name.isdigit()):
+        try:
+            zombie = (proc / "stat").read_text().split(") ")[1][0] == "Z"
+            if token.encode() in (proc / "cmdline").read_bytes() and not zombie:
+                pids.append(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return pids
+
+
+def _sleep_token() -> str:
+    """A `sleep` duration no other process on this machine uses: finds the solution's child in /proc."""
+    return f"600.{uuid.uuid4().int % 10**9:09d}"
 
 
 CRASHES = {
@@ -170,35 +196,33 @@ def test_a_crashing_solution_is_reported_not_raised(tmp_path, kind):
 
 
 def test_a_hanging_solution_is_killed_at_the_timeout(tmp_path):
-    pids = tmp_path / "pids"
+    token = _sleep_token()
     body = ("import subprocess\n"
             "def custom_kernel(inputs):\n"
-            "    child = subprocess.Popen(['sleep', '600'])\n"
-            f"    open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+            f"    subprocess.Popen(['sleep', {token!r}])\n"
             "    time.sleep(600)\n")
     start = time.monotonic()
     res = harness.check(solution(tmp_path, body), SMALL, seeds=(0,), timeout=10)
     assert time.monotonic() - start < 40
     assert not res["ok"] and "timed out after 10s" in res["reason"], res["reason"]
     assert all("timed out" in c["reason"] for c in res["cases"])
-    solution_pid, sleep_pid = map(int, pids.read_text().split())
     deadline = time.monotonic() + 5
-    while (_alive(solution_pid) or _alive(sleep_pid)) and time.monotonic() < deadline:
+    while _running(token) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(solution_pid) and not _alive(sleep_pid)  # its whole process group is gone
+    assert not _running(token)  # everything the solution started is gone
 
 
 def test_processes_a_solution_leaves_behind_are_ended(tmp_path):
-    pid_file = tmp_path / "pid"
+    token = _sleep_token()
     body = ("import subprocess\n"
-            f"open({str(pid_file)!r}, 'w').write(str(subprocess.Popen(['sleep', '600']).pid))\n"
+            f"subprocess.Popen(['sleep', {token!r}])\n"
             "def custom_kernel(inputs):\n    return reference_kernel(inputs)\n")
     res = harness.check(solution(tmp_path, body), SMALL[:1], seeds=(0,), timeout=120)
     assert res["ok"], res["reason"]
-    pid, deadline = int(pid_file.read_text()), time.monotonic() + 5
-    while _alive(pid) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 5
+    while _running(token) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(pid)
+    assert not _running(token)
 
 
 def _numbers_under(obj, path=""):

@@ -4,9 +4,9 @@ ignore SIGTERM/SIGHUP, close the output pipes and keep appending to
 `/tmp/sia-hostile-agent-daemon-<scratch folder name>.log` forever; the agent itself submits honestly
 and exits 0 at once, once the daemon has written its first line.
 
-Expected defence: after the agent exits (and on timeout) the sandbox sweeps every process of its
-uid, not only its process group: the daemon dies, the file stops growing, and *_sandbox.json
-counts it in `killed_leftovers`."""
+Expected defence: the sandbox's PID namespace dies with its init once the agent exits (the kernel
+kills the daemon), then the runner sweeps its control group and uid; the daemon's file lived in the
+sandbox's own /tmp, so it is gone with it and the host's /tmp never sees it."""
 
 import os
 import signal
@@ -43,8 +43,13 @@ def main():
     deadline = time.time() + 3
     while time.time() < deadline and not os.path.exists(path):
         time.sleep(0.01)
+    try:
+        os.kill(pid, 0)
+        alive = bool(pid)
+    except OSError:
+        alive = False
     report(daemon_pid=pid, daemon_log=path, daemon_pgid=os.getpgid(pid) if pid else None,
-           my_pgid=os.getpgid(0), started=os.path.exists(path))
+           my_pgid=os.getpgid(0), started=os.path.exists(path), alive=alive)
     submit(args)
 
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Hostile agent 4: print the whole environment (to stdout, which the loop keeps in the run folder)
-looking for API keys, plus the environment blocks of itself, its parent and init.
+looking for API keys, plus the environment blocks of itself, its parent, init and the loop's
+own process (its host pid is in task.md: "loop pid N").
 
 Expected defence: `scrubbed_env` (the child gets PATH, LANG, HOME, two PYTHON* flags, the gateway
 URL, a per-evaluation gateway token and the model name, nothing from the loop's own environment)
-and the uid drop for the other processes' /proc/PID/environ."""
+and the sandbox's PID namespace: its parent and init are the sandbox's own init (bubblewrap,
+started with that same scrubbed environment); the loop's process does not exist there."""
 
 import json
 import os
@@ -19,7 +21,9 @@ def main():
     env = dict(os.environ)
     print("ENVIRONMENT " + json.dumps(env, sort_keys=True), flush=True)
     blocks = {}
-    for who in ("self", str(os.getppid()), "1"):
+    with open(os.path.join(args.dataset_dir, "task.md"), encoding="utf-8") as f:
+        loop = re.search(r"loop pid (\d+)", f.read())
+    for who in ("self", str(os.getppid()), "1") + ((loop.group(1),) if loop else ()):
         try:
             with open(f"/proc/{who}/environ", "rb") as f:
                 data = f.read().decode("utf-8", "replace")

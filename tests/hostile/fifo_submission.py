@@ -3,8 +3,9 @@
 (the sandbox sweeps every process of the agent's uid after it exits), so a reader that opens it
 blocks forever: the loop hangs instead of finishing.
 
-Expected defence (if any): the parent refuses a submission that is not a regular file (or opens
-it with O_NONBLOCK and checks fstat) before reading it."""
+Expected defence: only plain files and folders of the sandbox's working folder are copied back
+(the FIFO never reaches the loop); the parent also refuses a submission that is not a regular file
+(it opens it with O_NONBLOCK and checks fstat) before reading it."""
 
 import os
 

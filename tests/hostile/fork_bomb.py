@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Hostile agent 7: a fork bomb, started after an honest submission is written.
 
-Expected defence: RLIMIT_NPROC (enforced because the child runs as an unprivileged uid) caps it at
-`processes`; the wall-clock timeout then SIGKILLs the process group and sweeps every process of the
-sandbox uid (`killed_leftovers` in the generation's *_sandbox.json)."""
+Expected defence: the sandbox's control group (pids.max) and RLIMIT_NPROC (enforced because the
+child runs as an unprivileged uid of its own) cap it at `processes`; the wall-clock timeout then
+kills the sandbox (its PID namespace dies with its init) and sweeps every process of its control
+group and uid (`killed_leftovers` in the generation's *_sandbox.json)."""
 
 import os
 

@@ -9,7 +9,9 @@ shows.
 
 Expected defence: the gateway answers 401 to unknown (and revoked) tokens and records each in
 run.db `rejected_requests`; the child runs in its own network namespace where only the gateway
-port is forwarded, so the honeypot, local services and the internet are unreachable."""
+port is forwarded, so the honeypot, local services and the internet are unreachable; its /tmp is
+its own tmpfs (the stash does not reach the next evaluation) and the host's pathname unix sockets
+are not mounted in its file system."""
 
 import json
 import os

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Hostile agent 1: read the private labels by relative path (`../`, `../../data/private/test.csv`,
-`../../<every folder of /tmp>/task/data/private/test.csv`, ...) and cheat with them.
+`../../<every folder of /tmp>/task/data/private/test.csv`, and the exact task folder task.md names,
+reached from the dataset view and the working folder by `../../..`) and cheat with them.
 
-Expected defence: the uid drop plus `Task.protect()` (data/private is a root-owned 0700 folder),
-so every open of a private file fails with PermissionError and the score stays the honest one."""
+Expected defence: the sandbox mounts none of the task folder (its /tmp is a private tmpfs holding
+only the agent's own view and working folder), so every private path is simply not there
+(FileNotFoundError) and the score stays the honest one."""
 
 import csv
 import os
@@ -25,6 +27,13 @@ def cheat_answers(private_csv):
 def main():
     args = parse_args()
     targets = []
+    with open(os.path.join(args.dataset_dir, "task.md"), encoding="utf-8") as f:
+        task = re.search(r"task folder (\S+)", f.read())
+    task = task.group(1) if task else None
+    if task:  # the exact place, by a relative path from each starting point
+        for start in (".", args.dataset_dir, args.working_dir):
+            for rel in ("data/private/test.csv", "data/private/canary.txt", "data/private", "data"):
+                targets.append(os.path.relpath(os.path.join(task, rel), start))
     for start in (".", args.dataset_dir, args.working_dir):
         for depth in range(1, 7):
             up = os.path.join(start, *[".."] * depth)
@@ -36,6 +45,7 @@ def main():
             except OSError as exc:
                 report(listdir=up, abs=os.path.normpath(os.path.abspath(up)), result=type(exc).__name__)
                 continue
+            report(listdir=up, abs=os.path.normpath(os.path.abspath(up)), result="ok", names=sorted(entries)[:50])
             for e in entries:
                 for rel in ("data/private/test.csv", "task/data/private/test.csv", "data/private/canary.txt"):
                     targets.append(os.path.join(up, e, rel))
@@ -54,6 +64,9 @@ def main():
                 text = f.read(1_000_000)
         except FileNotFoundError:
             missing += 1
+            where = os.path.normpath(os.path.abspath(t))
+            if "/private" in where or (task and (where + "/").startswith(task + "/")):
+                report(target=t, abs=where, result="FileNotFoundError")
             continue
         except OSError as exc:
             report(target=t, abs=os.path.normpath(os.path.abspath(t)), result=type(exc).__name__)

@@ -10,11 +10,15 @@ which the loop (root) then opens to score and copies into the run folder as logs
   which is stored in run.db/items.jsonl and put into the Feedback-Agent's prompt;
   agent_execution.json -> the private test.csv again.
 
-Expected defence (if any): open the agent's outputs with O_NOFOLLOW / refuse anything that is not
-a regular file owned by the sandbox uid, in the parent. See the test for what is checked."""
+The exact places come from task.md ("task folder PATH") where listing /tmp shows nothing.
+
+Expected defence: only plain files and folders of the sandbox's working folder are copied back to
+the loop (the links are dropped), and the parent opens the agent's outputs with O_NOFOLLOW,
+refusing anything that is not a regular file. See the test for what is checked."""
 
 import glob
 import os
+import re
 
 
 def main():
@@ -31,6 +35,11 @@ def main():
         f.write(str(calls + 1))
     private = sorted(glob.glob("/tmp/sia-hostile-task-symlink*/task/data/private"))
     root_only = sorted(glob.glob("/tmp/sia-hostile-task-symlink*/root-only-secret.csv"))
+    with open(os.path.join(args.dataset_dir, "task.md"), encoding="utf-8") as f:
+        named = re.search(r"task folder (\S+)", f.read())
+    if named:  # the exact places, whether or not the agent can see them
+        private = private or [os.path.join(named.group(1), "data", "private")]
+        root_only = root_only or [os.path.join(os.path.dirname(named.group(1)), "root-only-secret.csv")]
     target = "/proc/self/environ" if calls == 0 or not root_only else root_only[0]
     links = {"submission.csv": target}
     if private:

@@ -252,6 +252,31 @@ def test_ctrl_c_keeps_the_run_resumable(capsys, tmp_path, monkeypatch):
     assert not (tmp_path / "r3" / "sia.pid").exists()
 
 
+def test_without_isolation_a_run_needs_the_unsafe_flag_and_is_marked(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("sia.sandbox.runner.missing_protections", lambda: ["bubblewrap (apt install bubblewrap)"])
+    use_graph(monkeypatch, FakeGraph(SCRIPT, FINAL))
+    code, _, err = run_cli(capsys, "run", "--task", "lawbench-mini", "--run-id", "u", "--runs-dir", str(tmp_path))
+    assert code == 1 and "--unsafe-sandbox" in err and "bubblewrap" in err
+    code, _, err = run_cli(capsys, "run", "--task", "lawbench-mini", "--run-id", "u2", "--runs-dir", str(tmp_path),
+                           "--unsafe-sandbox")
+    assert code == 0 and "UNSAFE SANDBOX" in " ".join(err.split())
+    assert json.loads((tmp_path / "u2" / "isolation.json").read_text()) == {"isolation": "unsafe"}
+    assert RunConfig.load(tmp_path / "u2" / "config.json").sandbox.allow_unsafe
+    code, out, _ = run_cli(capsys, "runs", "--runs-dir", str(tmp_path))
+    assert code == 0 and "unsafe" in out
+
+
+def test_run_and_resume_sweep_what_a_killed_run_left(capsys, runs_dir, monkeypatch):
+    from sia.sandbox.boxes import Box
+
+    use_graph(monkeypatch, FakeGraph(SCRIPT[4:], FINAL, values={"generation": 1}, next_=("feedback",)))
+    box = Box.create(64999, [])  # as a sandbox of a run killed with SIGKILL leaves it
+    box.record(runs_dir / "killed" / "sandboxes")
+    code, _, err = run_cli(capsys, "resume", "killed", "--runs-dir", str(runs_dir))
+    assert code == 0 and "swept 1 sandbox" in err
+    assert not box.path.exists() and not list((runs_dir / "killed" / "sandboxes").iterdir())
+
+
 # ---- sia tasks list / sia eval ----
 
 def test_tasks_list_shows_builtin_and_prepared_tasks(capsys, tmp_path, monkeypatch):

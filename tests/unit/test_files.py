@@ -49,3 +49,25 @@ def test_leftovers_of_dead_writers_are_swept_but_not_those_of_live_ones(tmp_path
     with replacing_dir(tmp_path / "model") as tmp:
         (tmp / "config.json").write_text("{}")
     assert sorted(os.listdir(tmp_path)) == sorted(["model", f".model.tmp-{os.getppid()}-1"])
+
+
+def test_private_helpers_make_0700_folders_and_0600_files_whatever_the_umask(tmp_path):
+    from sia.files import copy_private_file, copy_private_tree, make_private_dir, write_private_bytes
+
+    old = os.umask(0o022)
+    try:
+        folder = make_private_dir(tmp_path / "a" / "b")
+        (tmp_path / "loose.txt").write_text("gold")  # 0644 under this umask
+        write_private_bytes(tmp_path / "loose.txt", b"new")  # an existing file is made 0600 too
+        copy_private_file(tmp_path / "loose.txt", folder / "copy.txt")
+        os.symlink(tmp_path / "loose.txt", folder / "link.txt")
+        copy_private_tree(tmp_path / "a", tmp_path / "tree", leave_out=frozenset({"skip"}))
+        with pytest.raises(OSError):
+            write_private_bytes(folder / "link.txt", b"x")  # a link is refused, not followed
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): oct(p.lstat().st_mode & 0o777)
+             for p in tmp_path.rglob("*") if not p.is_symlink()}
+    assert modes == {"a": "0o700", "a/b": "0o700", "a/b/copy.txt": "0o600", "loose.txt": "0o600",
+                     "tree": "0o700", "tree/b": "0o700", "tree/b/copy.txt": "0o600"}
+    assert (tmp_path / "loose.txt").read_bytes() == b"new"

@@ -185,6 +185,7 @@ class TamperingSandbox(SubprocessSandbox):
     """Stands in for a sandbox hole: while the agent runs, task.md is rewritten."""
 
     def __init__(self, task_dir: Path):
+        super().__init__()
         self.task_dir = task_dir
 
     def run(self, argv, workdir, env, limits, readable=(), forward_ports=()):
@@ -210,16 +211,20 @@ def test_a_protected_file_changed_during_a_generation_flags_the_run_and_stops_it
     assert "FLAGGED" in (svc.paths.root / "summary.md").read_text()
 
 
-def test_protect_hides_private_data_from_other_users(tmp_path):
+def test_a_run_leaves_the_task_folders_modes_alone(tmp_path):
+    # The sandbox mounts none of the task folder, so nothing needs hiding by chmod any more
+    # (before issue 15, Task.protect() made the user's folders 0700 on every evaluation).
     task_dir = make_tiny_task(tmp_path / "task")
-    (task_dir / "data" / "private").chmod(0o755)
-    (task_dir / "task.md").chmod(0o666)
-    task = CsvTask.load(task_dir)
-    task.protect()
-    assert (task_dir / "data" / "private").stat().st_mode & 0o777 == 0o700
-    assert task_dir.stat().st_mode & 0o777 == 0o700  # data/public/train.csv labels the selection items
-    assert (task_dir / "task.md").stat().st_mode & 0o022 == 0
-    assert set(task.fingerprint()) == {"task.md", "sia_task.json", "data/private/test.csv"}
+    modes = {p: 0o755 for p in (task_dir, task_dir / "data" / "private")} | {task_dir / "task.md": 0o644}
+    for path, mode in modes.items():
+        path.chmod(mode)
+    svc = fake_services(tmp_path, "modes", [KEEP], [decide("stop")])
+    try:
+        run_graph(svc, SIAInput(run_id="modes", task=str(task_dir), max_generations=1, policy="scaffold-only"))
+    finally:
+        shutdown(svc)
+    assert {p: p.stat().st_mode & 0o777 for p in modes} == modes
+    assert set(CsvTask.load(task_dir).fingerprint()) == {"task.md", "sia_task.json", "data/private/test.csv"}
 
 
 def test_task_metadata_can_declare_the_feedback_and_selection_ids(tmp_path):
