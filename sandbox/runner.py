@@ -258,10 +258,9 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
             _hand_over(folder, lease.uid)
         jail = NetJail.create(list(forward_ports)) if limits.isolate_network else None
         seccomp = filter_fd()
-        command = bwrap_argv(argv, uid=lease.uid, workdir=workdir, work_source=box.work,
-                             readable=[(inside, source) for inside, source in box.readable],
-                             scratch_mb=limits.scratch_mb, seccomp_fd=seccomp, own_network=limits.isolate_network and jail is None,
-                             gpu=limits.gpu)
+        command = bwrap_argv(argv, uid=lease.uid, workdir=workdir, work_source=box.work, readable=box.readable,
+                             scratch_mb=limits.scratch_mb, seccomp_fd=seccomp,
+                             own_network=limits.isolate_network and jail is None, gpu=limits.gpu)
         _LIVE[box.path.name] = (box, group)
 
         def setup() -> None:  # in the forked child, before exec: still root here
@@ -367,7 +366,8 @@ def _run_unsafe(argv: list[str], workdir: Path, env: dict[str, str], limits: San
     stdout, stderr, returncode = _finish(proc, output)
     return SandboxResult(
         returncode=returncode, stdout=stdout, stderr=stderr, timed_out=timed_out, wall_s=time.monotonic() - start,
-        killed_leftovers=0, network="host", isolation="unsafe", output_truncated=flooded or output.seen > limits.output_bytes)
+        killed_leftovers=0, network="host", isolation="unsafe",
+        output_truncated=flooded or output.seen > limits.output_bytes)
 
 
 @runtime_checkable
