@@ -14,9 +14,18 @@ import pytest
 from tests.e2e import hostile_harness
 from tests.e2e.hostile_harness import (EVALUATIONS, PLANTED, QUICK, SANDBOX_ENV, SIA_CACHE, STOP, TIMEOUT, assert_finished,
                                       assert_nothing_leaked, attack, check, uid_processes)
+from sia.sandbox.bwrap import python_paths
 from tests.fakes import REFERENCE_AGENT
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the bubblewrap sandbox (uid drop, namespaces) needs root")
+
+
+def own_tmp(names: list[str]) -> list[str]:
+    """What the child's /tmp holds besides the way to SIA's own code and interpreter: when the
+    checkout or its venv lives under /tmp (a CI clone), the read-only binds of those folders
+    make their parents appear there too (code, never data)."""
+    bound = {Path(p).relative_to("/tmp").parts[0] for p in python_paths() if p.startswith("/tmp/")}
+    return [n for n in names if n not in bound]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,7 +65,7 @@ def test_relative_paths_to_private_data():
     # What the child saw going up: its /tmp holds its own scratch folder (view and working
     # folder) and nothing else: not the task's folder, not the run's, not another sandbox's.
     tmp = [r for r in reports if r.get("listdir") and r["abs"] == "/tmp" and r["result"] == "ok"]
-    assert len(tmp) >= 2 and all(len(r["names"]) == 1 and r["names"][0].startswith(f"sia-{o.run_id}-g1-")
+    assert len(tmp) >= 2 and all(len(names := own_tmp(r["names"])) == 1 and names[0].startswith(f"sia-{o.run_id}-g1-")
                                  for r in tmp), tmp
     assert not [r for r in reports if o.base.name in r.get("names", [])]
     assert [(s["found"], s["cheated"]) for s in o.summaries()] == [([], 0), ([], 0)]
@@ -77,7 +86,8 @@ def test_absolute_path_search_for_private_data():
         assert {str(o.task / "data" / "public" / "train.csv"),
                 str(o.base / "root-only-secret.csv")} <= set(s["missing"])
         assert s["looked_in"][str(o.base)] is False and not [d for d in s["denied"] if d.startswith(str(o.base))]
-        assert [n for n in s["tmp"] if not n.startswith(f"sia-{o.run_id}-g1-")] == [] and len(s["tmp"]) == 1, s["tmp"]
+        assert [n for n in own_tmp(s["tmp"]) if not n.startswith(f"sia-{o.run_id}-g1-")] == [] \
+            and len(own_tmp(s["tmp"])) == 1, s["tmp"]
         assert s["found"] == [] and s["cheated"] == 0
         assert not [p for p in s["private_read"] if p.startswith(str(o.base))]
 
