@@ -169,6 +169,7 @@ def cmd_run(args) -> int:
     if args.runs_dir:
         cfg = cfg.model_copy(update={"runs_dir": Path(args.runs_dir)})
     cfg = with_unsafe_sandbox(cfg, args)
+    isolation_or_refuse(cfg)  # before the run folder exists, so a retry can use the same --run-id
     run_id = args.run_id or f"{Path(task).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         inputs = SIAInput(run_id=run_id, task=task, max_generations=args.generations, policy=args.policy,
@@ -206,16 +207,24 @@ def cmd_resume(args) -> int:
 ISOLATION_ORDER = ("unsafe", "bwrap", "bwrap+cgroups")  # weakest first
 
 
+def isolation_or_refuse(cfg) -> str:
+    """The sandbox's isolation level here; CLIError (naming both fixes) where generated code
+    cannot be isolated and the user did not pass --unsafe-sandbox."""
+    from sia.sandbox.runner import SandboxUnavailable, isolation_level
+
+    try:
+        return isolation_level(cfg.sandbox)
+    except SandboxUnavailable as exc:
+        raise CLIError(str(exc)) from None
+
+
 def check_isolation(paths: RunPaths, cfg) -> None:
     """Refuse to run generated code unisolated unless waived (then a banner), record the weakest
     level this run has used, and sweep the sandboxes a killed earlier process of it left."""
     from sia.sandbox.boxes import sweep
-    from sia.sandbox.runner import UNSAFE_BANNER, SandboxUnavailable, isolation_level
+    from sia.sandbox.runner import UNSAFE_BANNER
 
-    try:
-        level = isolation_level(cfg.sandbox)
-    except SandboxUnavailable as exc:
-        raise CLIError(str(exc)) from None
+    level = isolation_or_refuse(cfg)
     if level == "unsafe":
         err_console.print(f"[bold red]{escape(UNSAFE_BANNER)}[/]")
     before = run_isolation(paths)

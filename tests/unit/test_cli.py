@@ -257,11 +257,12 @@ def test_without_isolation_a_run_needs_the_unsafe_flag_and_is_marked(capsys, tmp
     use_graph(monkeypatch, FakeGraph(SCRIPT, FINAL))
     code, _, err = run_cli(capsys, "run", "--task", "lawbench-mini", "--run-id", "u", "--runs-dir", str(tmp_path))
     assert code == 1 and "--unsafe-sandbox" in err and "bubblewrap" in err
-    code, _, err = run_cli(capsys, "run", "--task", "lawbench-mini", "--run-id", "u2", "--runs-dir", str(tmp_path),
+    assert not (tmp_path / "u").exists()  # refused before the run folder is made: the same id works next
+    code, _, err = run_cli(capsys, "run", "--task", "lawbench-mini", "--run-id", "u", "--runs-dir", str(tmp_path),
                            "--unsafe-sandbox")
     assert code == 0 and "UNSAFE SANDBOX" in " ".join(err.split())
-    assert json.loads((tmp_path / "u2" / "isolation.json").read_text()) == {"isolation": "unsafe"}
-    assert RunConfig.load(tmp_path / "u2" / "config.json").sandbox.allow_unsafe
+    assert json.loads((tmp_path / "u" / "isolation.json").read_text()) == {"isolation": "unsafe"}
+    assert RunConfig.load(tmp_path / "u" / "config.json").sandbox.allow_unsafe
     code, out, _ = run_cli(capsys, "runs", "--runs-dir", str(tmp_path))
     assert code == 0 and "unsafe" in out
 
