@@ -1,7 +1,7 @@
 """A pool of unprivileged uids, each leased to one sandbox at a time across every SIA process
 on the machine.
 
-A lease is an exclusive `flock` on `<tmp>/sia-uids/<uid>.lock` (a root-owned 0700 folder): the
+A lease is an exclusive `flock` on `/run/sia-uids/<uid>.lock` (a root-owned 0700 folder): the
 kernel drops it when its holder dies, however it dies, so a crashed run never strands a uid and
 two live sandboxes never share one. On taking a lease every process still running as that uid
 (a survivor of a sandbox whose parent was killed) is killed first, so no process or file of an
@@ -24,8 +24,10 @@ FIRST_UID, POOL_SIZE = 61000, 4000
 
 
 def lock_dir() -> Path:
-    """The pool's folder, created 0700 and checked to be ours (not a link planted in /tmp)."""
-    path = Path(tempfile.gettempdir()) / "sia-uids"
+    """The pool's folder, created 0700 and checked to be ours (not a link planted in /tmp). In
+    /run where we may write there (root; one folder per machine whatever TMPDIR says, emptied at
+    boot), else in the temporary folder."""
+    path = (Path("/run") if os.access("/run", os.W_OK) else Path(tempfile.gettempdir())) / "sia-uids"
     with suppress(FileExistsError):
         path.mkdir(mode=0o700)
     info = os.lstat(path)
