@@ -10,7 +10,6 @@ Heavy imports (torch, the graph) happen inside the commands that need them, so `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -23,7 +22,9 @@ from rich.markup import escape
 
 from sia.checkpoints.paths import RunPaths
 from sia.checkpoints.rundb import RunDB
-from sia.cli.common import CLIError
+from sia.cli.common import CLIError, read_json
+from sia.cli.isolation import (check_isolation, handle_termination_signals, isolation_or_refuse, run_isolation,
+                              with_unsafe_sandbox)
 from sia.cli.render import LiveView, ServeLog, console, err_console, generations_table, report, runs_table
 from sia.files import write_json_atomic
 from sia.graph.state import Policy
@@ -86,13 +87,6 @@ def checkpoint_values(paths: RunPaths) -> dict:
         saver.conn.close()
 
 
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def run_status(paths: RunPaths) -> str:
     try:
         pid = int((paths.root / PID_FILE).read_text())
@@ -102,10 +96,6 @@ def run_status(paths: RunPaths) -> str:
     except (OSError, ValueError):
         pass
     return "finished" if (paths.root / "summary.json").exists() else "interrupted"
-
-
-def run_isolation(paths: RunPaths) -> str | None:
-    return read_json(paths.isolation).get("isolation")
 
 
 def run_row(paths: RunPaths) -> dict:
@@ -202,57 +192,6 @@ def cmd_resume(args) -> int:
     except (OSError, ValueError) as exc:
         raise CLIError(f"could not read run '{paths.run_id}': {exc}") from None
     return drive(paths, cfg, inputs, None, args)
-
-
-ISOLATION_ORDER = ("unsafe", "bwrap", "bwrap+cgroups")  # weakest first
-
-
-def isolation_or_refuse(cfg) -> str:
-    """The sandbox's isolation level here; CLIError (naming both fixes) where generated code
-    cannot be isolated and the user did not pass --unsafe-sandbox."""
-    from sia.sandbox.runner import SandboxUnavailable, isolation_level
-
-    try:
-        return isolation_level(cfg.sandbox)
-    except SandboxUnavailable as exc:
-        raise CLIError(str(exc)) from None
-
-
-def check_isolation(paths: RunPaths, cfg) -> None:
-    """Refuse to run generated code unisolated unless waived (then a banner), record the weakest
-    level this run has used, and sweep the sandboxes a killed earlier process of it left."""
-    from sia.sandbox.boxes import sweep
-    from sia.sandbox.runner import UNSAFE_BANNER
-
-    level = isolation_or_refuse(cfg)
-    if level == "unsafe":
-        err_console.print(f"[bold red]{escape(UNSAFE_BANNER)}[/]")
-    before = run_isolation(paths)
-    if before not in ISOLATION_ORDER or ISOLATION_ORDER.index(level) < ISOLATION_ORDER.index(before):
-        write_json_atomic(paths.isolation, {"isolation": level})
-    if swept := sweep(paths.sandboxes):
-        err_console.print(f"[yellow]swept {swept} sandbox(es) a killed earlier process of this run left behind[/]")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP: handled like Ctrl-C, so every sandbox is killed and freed on the way out."""
-
-
-def handle_termination_signals() -> dict:
-    """Turn SIGTERM and SIGHUP (SIGINT already is KeyboardInterrupt) into `Terminated` in the main
-    thread, so `finally` blocks (the sandbox's cleanup) run before the process exits. Returns
-    the previous handlers (for `signal.signal` to restore)."""
-    def terminate(signum, frame):
-        raise Terminated(signal.Signals(signum).name)
-
-    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: terminate, signal.SIGHUP: terminate}
-    return {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
-
-
-def with_unsafe_sandbox(cfg, args):
-    if getattr(args, "unsafe_sandbox", False):
-        return cfg.model_copy(update={"sandbox": cfg.sandbox.model_copy(update={"allow_unsafe": True})})
-    return cfg
 
 
 def drive(paths: RunPaths, cfg, inputs, start_node: str | None, args) -> int:

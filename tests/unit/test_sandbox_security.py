@@ -91,7 +91,7 @@ from pathlib import Path
 from sia.config import SandboxLimits
 from sia.sandbox.runner import SubprocessSandbox
 try:
-    from sia.cli.main import handle_termination_signals
+    from sia.cli.isolation import handle_termination_signals
     handle_termination_signals()
 except ImportError:  # the sandbox before issue 15
     pass
