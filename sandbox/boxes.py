@@ -94,17 +94,20 @@ class Box:
         self.work_mounted = True
 
     def record(self, record_dir: Path | None) -> Path | None:
+        """Write the record (before the working folder is mounted: a recorded box is always
+        treated as maybe mounted, and unmounting what is not mounted fails harmlessly)."""
         if record_dir is None:
             return None
         record_dir.mkdir(parents=True, exist_ok=True)
         path = record_dir / f"{self.path.name}.json"
-        write_json_atomic(path, {**asdict(self), "path": str(self.path)})
+        fields = {k: v for k, v in asdict(self).items() if k != "work_mounted"}
+        write_json_atomic(path, {**fields, "path": str(self.path)})
         return path
 
     @classmethod
     def from_record(cls, data: dict) -> "Box":
-        return cls(Path(data["path"]), int(data["uid"]), list(data.get("cgroup_dirs", [])),
-                   bool(data.get("work_mounted")), [tuple(p) for p in data.get("readable", [])])
+        return cls(Path(data["path"]), int(data["uid"]), list(data.get("cgroup_dirs", [])), True,
+                   [tuple(p) for p in data.get("readable", [])])
 
     def destroy(self) -> None:
         """Unmount and delete the box (its processes must be gone)."""

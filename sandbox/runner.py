@@ -249,9 +249,7 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
         box = Box.create(lease.uid, readable)
         group = CgroupBox.create(box.path.name, limits.memory_mb * _MIB, limits.processes)
         box.cgroup_dirs = [str(d) for d in group.dirs] if group else []
-        box.work_mounted = True  # recorded as "may be mounted" before the mount exists
         record = box.record(record_dir)
-        box.work_mounted = False
         box.mount_work(limits.disk_mb)
         _seed(workdir, box)
         for folder in readable:
