@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sia.files import write_text_atomic
+from sia.files import read_json, write_text_atomic
 
 # nodes/*.py still import write_text_atomic and write_json_atomic from here; their home is sia.files.
 
@@ -46,6 +46,10 @@ class RunPaths:
     def isolation(self) -> Path:
         """The weakest sandbox isolation any process driving this run used (see sandbox.runner)."""
         return self.root / "isolation.json"
+
+    def recorded_isolation(self) -> str | None:
+        """What `isolation` holds; None for a run no `sia run`/`sia resume` drove (a script, Studio)."""
+        return read_json(self.isolation).get("isolation")
 
     def tag_salt(self) -> str:
         """A random secret of this run (created once), so agents cannot recompute item tags."""

@@ -9,7 +9,7 @@ import signal
 from rich.markup import escape
 
 from sia.checkpoints.paths import RunPaths
-from sia.cli.common import CLIError, read_json
+from sia.cli.common import CLIError
 from sia.cli.render import err_console
 from sia.files import write_json_atomic
 
@@ -36,7 +36,7 @@ def check_isolation(paths: RunPaths, cfg) -> None:
     level = isolation_or_refuse(cfg)
     if level == "unsafe":
         err_console.print(f"[bold red]{escape(UNSAFE_BANNER)}[/]")
-    before = run_isolation(paths)
+    before = paths.recorded_isolation()
     if before not in ISOLATION_ORDER or ISOLATION_ORDER.index(level) < ISOLATION_ORDER.index(before):
         write_json_atomic(paths.isolation, {"isolation": level})
     if swept := sweep(paths.sandboxes):
@@ -62,7 +62,3 @@ def with_unsafe_sandbox(cfg, args):
     if getattr(args, "unsafe_sandbox", False):
         return cfg.model_copy(update={"sandbox": cfg.sandbox.model_copy(update={"allow_unsafe": True})})
     return cfg
-
-
-def run_isolation(paths: RunPaths) -> str | None:
-    return read_json(paths.isolation).get("isolation")

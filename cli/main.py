@@ -22,11 +22,10 @@ from rich.markup import escape
 
 from sia.checkpoints.paths import RunPaths
 from sia.checkpoints.rundb import RunDB
-from sia.cli.common import CLIError, read_json
-from sia.cli.isolation import (check_isolation, handle_termination_signals, isolation_or_refuse, run_isolation,
-                              with_unsafe_sandbox)
+from sia.cli.common import CLIError
+from sia.cli.isolation import check_isolation, handle_termination_signals, isolation_or_refuse, with_unsafe_sandbox
 from sia.cli.render import LiveView, ServeLog, console, err_console, generations_table, report, runs_table
-from sia.files import write_json_atomic
+from sia.files import read_json, write_json_atomic
 from sia.graph.state import Policy
 from sia.precision import PRECISIONS
 
@@ -108,7 +107,7 @@ def run_row(paths: RunPaths) -> dict:
     return {"id": paths.run_id, "task": inputs.get("task"), "policy": inputs.get("policy"), "done": len(gens),
             "max": inputs.get("max_generations"), "best": max(accepted, default=None),
             "first_test": tests[0] if tests else None, "last_test": tests[-1] if tests else None,
-            "status": run_status(paths), "isolation": run_isolation(paths)}
+            "status": run_status(paths), "isolation": paths.recorded_isolation()}
 
 
 # ---- commands ----

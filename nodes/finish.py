@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
-import json
-
 from sia.files import write_json_atomic, write_text_atomic
 from sia.graph.context import RunContext
 from sia.graph.state import SIAState
@@ -18,10 +16,7 @@ def finish(state: SIAState, runtime: Runtime[RunContext]) -> dict:
     first = next((h for h in state.history if h.test is not None), None)
     inc = state.incumbent
     final = next((h for h in state.history if inc and h.generation == inc.generation), None)
-    try:
-        isolation = json.loads(svc.paths.isolation.read_text())["isolation"]
-    except (OSError, ValueError, KeyError):
-        isolation = None  # driven without the CLI (a script, Studio): see sandbox results in the logs
+    isolation = svc.paths.recorded_isolation()  # None without the CLI: see each *_sandbox.json
     write_json_atomic(svc.paths.root / "summary.json", {
         "run_id": state.run_id, "task": state.task, "policy": state.policy, "generations": rows,
         "incumbent_generation": inc.generation if inc else None, "incumbent_adapter": inc.adapter if inc else None,

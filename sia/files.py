@@ -91,6 +91,15 @@ def replacing_dir(target: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def read_json(path: Path) -> dict:
+    """The JSON object in `path`, or {} when it is missing or unreadable (a file a run may not
+    have written yet)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 # --- private scratch: folders 0700, files 0600 ----------------------------------------------------
 # Scratch copies of private data (gold answers, an evaluator's working folder) must stay unreadable
 # to other local users while they exist. The modes are given explicitly at creation, never left to
