@@ -51,6 +51,11 @@ class RunPaths:
         """What `isolation` holds; None for a run no `sia run`/`sia resume` drove (a script, Studio)."""
         return read_json(self.isolation).get("isolation")
 
+    @property
+    def timings(self) -> Path:
+        """One JSON line per agent run and per training: where the run's time went."""
+        return self.root / "timings.jsonl"
+
     def tag_salt(self) -> str:
         """A random secret of this run (created once), so agents cannot recompute item tags."""
         path = self.root / ".tag_salt"

@@ -22,6 +22,23 @@ def _generation_rows(conn: sqlite3.Connection, run_id: str) -> list[dict]:
     return [dict(zip(names, row)) for row in cursor]
 
 
+def _read(path: Path, query, empty):
+    """`query(connection)` on an existing run.db without creating it or any table; `empty` where
+    there is no run.db or the table is not there yet."""
+    path = Path(path)
+    if not path.exists():
+        return empty
+    # mode=rw never creates the file. Not mode=ro: a read-only connection cannot clean up after
+    # itself in a WAL database and would leave empty run.db-wal/-shm files behind.
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=10)
+    try:
+        return query(conn)
+    except sqlite3.OperationalError:  # no such table yet
+        return empty
+    finally:
+        conn.close()
+
+
 class RunDB:
     """Thread-safe (the gateway records from its own threads) append-mostly store."""
 
@@ -103,18 +120,16 @@ class RunDB:
     def read_generations(path: Path, run_id: str) -> list[dict]:
         """A run's generations, read without side effects: no run.db is created where none exists
         and no table is added (RunDB() would do both); [] before the first generation is saved."""
-        path = Path(path)
-        if not path.exists():
-            return []
-        # mode=rw never creates the file. Not mode=ro: a read-only connection cannot clean up after
-        # itself in a WAL database and would leave empty run.db-wal/-shm files behind.
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=10)
-        try:
-            return _generation_rows(conn, run_id)
-        except sqlite3.OperationalError:  # no generations table yet
-            return []
-        finally:
-            conn.close()
+        return _read(path, lambda conn: _generation_rows(conn, run_id), [])
+
+    @staticmethod
+    def read_item_scores(path: Path, run_id: str, scaffold_sha: str, adapter: str | None, split: str) -> dict[str, float]:
+        """Item id -> score of one scaffold + adapter on one split, read as `read_generations` reads
+        ({} where there are none): what `sia compare` pairs across arms."""
+        query = ("select item_id, score from item_results where run_id = ? and scaffold_sha = ? and adapter = ? "
+                 "and split = ?")
+        return _read(path, lambda conn: {item: float(score) for item, score in conn.execute(
+            query, [run_id, scaffold_sha, adapter or "base", split])}, empty={})
 
     def save_adapter(self, row: dict) -> None:
         with self.lock:

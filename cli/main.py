@@ -2,6 +2,7 @@
 
     sia run --task lawbench-mini --generations 4 --policy alternate
     sia resume RUN        sia runs        sia show RUN        sia serve --port 8000
+    sia compare --task lawbench-mini --policies scaffold-only,llm --seeds 3
     sia tasks list        sia eval --task NAME --submission FILE [--split test]
 
 Heavy imports (torch, the graph) happen inside the commands that need them, so `--help`,
@@ -23,13 +24,13 @@ from rich.markup import escape
 from sia.checkpoints.paths import RunPaths
 from sia.checkpoints.rundb import RunDB
 from sia.cli.common import CLIError
-from sia.cli.isolation import check_isolation, handle_termination_signals, isolation_or_refuse, with_unsafe_sandbox
-from sia.cli.render import LiveView, ServeLog, console, err_console, generations_table, report, runs_table
-from sia.files import read_json, write_json_atomic
+from sia.cli.driving import (PID_FILE, config_argument, default_runs_dir, drive, read_run, resume_hint,
+                             task_argument, write_run)
+from sia.cli.isolation import isolation_or_refuse
+from sia.cli.render import ServeLog, console, err_console, generations_table, runs_table
+from sia.files import read_json
 from sia.graph.state import Policy
 from sia.precision import PRECISIONS
-
-PID_FILE = "sia.pid"  # present while a `sia run`/`sia resume` process drives the run
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,15 +45,6 @@ class Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         err_console.print(f"[red]error:[/] {escape(message)}")
         self.exit(2)
-
-
-def default_runs_dir() -> Path:
-    from sia.config import RunConfig
-
-    try:
-        return RunConfig.from_env().runs_dir
-    except Exception:
-        return Path(os.environ.get("SIA_RUNS_DIR", "runs"))
 
 
 def run_paths(args) -> RunPaths:
@@ -137,27 +129,10 @@ def cmd_show(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from sia.config import RunConfig
     from sia.graph.state import SIAInput
-    from sia.tasks.base import TaskError
-    from sia.tasks.registry import resolve_task
 
-    task = args.task
-    if args.task_dir is not None:
-        if not Path(args.task_dir).is_dir():
-            raise CLIError(f"--task-dir {args.task_dir}: no such directory.")
-        task = str(Path(args.task_dir).resolve())
-    try:
-        resolve_task(task)
-    except TaskError as exc:
-        raise CLIError(str(exc)) from None
-    try:
-        cfg = RunConfig.load(Path(args.config)) if args.config else RunConfig.from_env()
-    except (OSError, ValueError) as exc:
-        raise CLIError(f"could not read the run config: {exc}") from None
-    if args.runs_dir:
-        cfg = cfg.model_copy(update={"runs_dir": Path(args.runs_dir)})
-    cfg = with_unsafe_sandbox(cfg, args)
+    task = task_argument(args.task, args.task_dir)
+    cfg = config_argument(args.config, args.runs_dir, args)
     isolation_or_refuse(cfg)  # before the run folder exists, so a retry can use the same --run-id
     run_id = args.run_id or f"{Path(task).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
@@ -169,95 +144,17 @@ def cmd_run(args) -> int:
     if paths.root.exists():
         raise CLIError(f"run '{run_id}' already exists in {cfg.runs_dir}. Continue it with `sia resume {run_id}`"
                        + (f" --runs-dir {args.runs_dir}" if args.runs_dir else "") + ", or pick another --run-id.")
-    paths.create()
-    write_json_atomic(paths.config, cfg.model_dump(mode="json"))
-    write_json_atomic(paths.inputs, inputs.model_dump(mode="json"))
+    write_run(paths, cfg, inputs)
     console.print(f"[bold]sia run[/] {escape(run_id)} · task {escape(task)} · policy {inputs.policy} · "
                   f"{inputs.max_generations} generation{'s' * (inputs.max_generations != 1)}" + (f" · limit {inputs.limit}" if inputs.limit else "")
                   + f" · {escape(str(paths.root))}")
-    return drive(paths, cfg, inputs, "meta", args)
+    return drive(paths, cfg, inputs, "meta", resume_hint(paths, args.runs_dir))
 
 
 def cmd_resume(args) -> int:
-    from sia.config import RunConfig
-    from sia.graph.state import SIAInput
-
     paths = existing_run(args)
-    if not paths.config.exists():
-        raise CLIError(f"{paths.config} is missing: this folder was not started by `sia run` and cannot be resumed.")
-    try:
-        cfg = with_unsafe_sandbox(RunConfig.load(paths.config).model_copy(update={"runs_dir": paths.runs_dir}), args)
-        inputs = SIAInput.model_validate_json(paths.inputs.read_text()) if paths.inputs.exists() else None
-    except (OSError, ValueError) as exc:
-        raise CLIError(f"could not read run '{paths.run_id}': {exc}") from None
-    return drive(paths, cfg, inputs, None, args)
-
-
-def drive(paths: RunPaths, cfg, inputs, start_node: str | None, args) -> int:
-    """Stream the graph for this run (fresh when `inputs` and no checkpoint, else from its checkpoint)."""
-    previous = handle_termination_signals()
-    try:
-        return _drive(paths, cfg, inputs, start_node, args)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _drive(paths: RunPaths, cfg, inputs, start_node: str | None, args) -> int:
-    check_isolation(paths, cfg)
-    with console.status("loading the loop (torch, langgraph)…"):
-        from sia.checkpoints.saver import open_saver
-        from sia.graph.context import RunContext
-        from sia.graph.graph import build_graph
-
-        graph = build_graph(open_saver(paths.checkpoints))
-    thread = {"configurable": {"thread_id": paths.run_id}}
-    snap = graph.get_state(thread)
-    payload = inputs
-    if snap.values:
-        if not snap.next:
-            console.print(f"Run {escape(paths.run_id)} already finished.")
-            return finish_report(paths, snap.values, None)
-        payload, start_node = None, snap.next[0]
-        console.print(f"Resuming {escape(paths.run_id)} at [cyan]{escape(start_node)}[/] "
-                      f"(generation {snap.values.get('generation', 0)}).")
-    elif inputs is None:
-        raise CLIError(f"run '{paths.run_id}' has no checkpoint and no inputs.json: start it again with `sia run`.")
-    pid_file = paths.root / PID_FILE
-    pid_file.write_text(str(os.getpid()))
-    started = time.monotonic()
-    view = LiveView(paths.run_id, graph.builder, start_node or "meta", (snap.values or {}).get("generation", 0))
-    try:
-        with view:
-            for ns, mode, chunk in graph.stream(payload, thread, context=RunContext(config=cfg),
-                                                stream_mode=["updates", "custom"], subgraphs=True):
-                view.handle(ns, mode, chunk)
-    except KeyboardInterrupt:
-        from sia.sandbox.runner import kill_live_sandboxes
-
-        kill_live_sandboxes()  # a sandbox running in a worker thread ends now, and cleans up there
-        err_console.print(f"[yellow]Interrupted[/] in generation {view.gen} ({view.node}). Checkpoints are kept in "
-                          f"{escape(str(paths.root))}; continue with `{resume_hint(paths, args)}`.")
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one readable paragraph instead of a traceback
-        err_console.print(f"[red]Run {escape(paths.run_id)} stopped[/] in generation {view.gen} "
-                          f"({escape(str(view.node))}): {type(exc).__name__}: {escape(str(exc))}. "
-                          f"Its checkpoints and logs are in {escape(str(paths.root))}; after fixing the cause, "
-                          f"continue with `{resume_hint(paths, args)}`.")
-        return 1
-    finally:
-        pid_file.unlink(missing_ok=True)
-    return finish_report(paths, graph.get_state(thread).values, time.monotonic() - started)
-
-
-def resume_hint(paths: RunPaths, args) -> str:
-    return f"sia resume {paths.run_id}" + (f" --runs-dir {args.runs_dir}" if getattr(args, "runs_dir", None) else "")
-
-
-def finish_report(paths: RunPaths, values: dict, loop_s: float | None) -> int:
-    rows = [h.model_dump() if hasattr(h, "model_dump") else dict(h) for h in values.get("history") or []]
-    report(paths.run_id, rows, values.get("errors") or [], paths.root, loop_s)
-    return 0
+    cfg, inputs = read_run(paths, args)
+    return drive(paths, cfg, inputs, None, resume_hint(paths, args.runs_dir))
 
 
 def cmd_serve(args) -> int:
@@ -335,8 +232,10 @@ def build_parser() -> Parser:
                    help="dtype the model is served in (auto: bf16 where the hardware has bf16 matmuls)")
     p.set_defaults(func=cmd_serve)
 
+    from sia.cli.compare import add_command as add_compare
     from sia.cli.tasks import add_commands
 
+    add_compare(sub, runs_dir, unsafe)
     add_commands(sub)
     return parser
 

@@ -197,3 +197,27 @@ class LiveView:
             self.train = self.progress.add_task(desc, total=total or None, completed=step, steps=steps)
         else:
             self.progress.update(self.train, description=desc, total=total or None, completed=step, steps=steps)
+
+
+def compare_tables(table: dict) -> list:
+    """`sia compare`'s table (see sia.compare_table) as rich renderables: the rows, the arms, what the numbers are."""
+    from sia.compare_table import describe, fmt_difference, fmt_per_seed, fmt_seconds, incumbent_text, loop_by_seed
+
+    spec = table.get("compare") or {}
+    pct = f"{table['confidence']:.0%}"
+    rows = Table(title=f"Compare {escape(str(spec.get('compare_id', '')))} · {escape(str(spec.get('task', '')))}",
+                 title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, **_COMPACT)
+    for name in ["row", "arms", "test", "per seed", f"Δ vs initial [{pct} CI]", f"Δ vs H [{pct} CI]", "loop s per seed"]:
+        rows.add_column(name, justify="left" if name in ("row", "per seed", "loop s per seed") else "right",
+                        overflow="fold", no_wrap=True)
+    for r in table["rows"]:  # one line per seed: a compare over many seeds grows down, not across
+        rows.add_row(escape(r["label"]), str(len(r["arms"])), f"[bold]{score(r['test'])}[/]",
+                     fmt_per_seed(r["per_seed"], sep="\n"), fmt_difference(r["vs_initial"]), fmt_difference(r["vs_h"]),
+                     fmt_per_seed(loop_by_seed(r, table["arms"]), 1, sep="\n"))
+    arms = Table(header_style="bold", box=box.SIMPLE_HEAD, **_COMPACT)
+    for name in ["arm", "levers", "final incumbent", "initial test", "final test", "loop s"]:
+        arms.add_column(name, justify="right" if name.endswith(("test", "loop s")) else "left", overflow="fold")
+    for a in table["arms"]:
+        arms.add_row(escape(a["arm"]), escape(", ".join(a["levers"])), escape(incumbent_text(a)), score(a["initial_test"]),
+                     score(a["final_test"]), fmt_seconds(a["loop_s"]))
+    return [rows, arms, f"[dim]{escape(describe(table))}[/]"]

@@ -75,6 +75,7 @@ class ScaffoldRewriteState(SIAState):
     proposal: str | None = Field(None, description="Proposed target_agent.py text.")
     proposal_rationale: str = ""
     proposal_edit: str | None = Field(None, description="Library edit id, when the proposal came from the edit library.")
+    proposal_search: str = Field("", description="The edit search's readable record (nodes/edit_search.py), for improvement.md.")
     attempts: int = 0
     last_error: str | None = None
     validated: bool = False

@@ -15,12 +15,17 @@ from sia.tasks.classification.edits import ScaffoldEdit, available_edits
 MENU_SIZE = 3
 
 
+def label_count(task) -> int | None:
+    """How many labels a task has (None when it declares none): some edits only fit small label sets."""
+    return len(getattr(task, "classes", None) or []) or None
+
+
 def choose_edit(llm: RoleLLM, task_name: str, code: str, tried: list[str], diagnosis: str,
-                allow_none: bool) -> ScaffoldEdit | None:
+                allow_none: bool, n_classes: int | None = None) -> ScaffoldEdit | None:
     """Ask the LLM to pick one of the first MENU_SIZE untried library edits (the library is
     ordered by how often an edit helps), schema-constrained to the menu; None when no edit
     applies, or when `allow_none` and the LLM chose none."""
-    edits = available_edits(code, tried)[:MENU_SIZE]
+    edits = available_edits(code, tried, n_classes)[:MENU_SIZE]
     if not edits:
         return None
     ids = [e.id for e in edits] + (["none"] if allow_none else [])

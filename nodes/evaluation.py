@@ -81,6 +81,8 @@ def evaluate(svc: Services, task: Task, candidate: Candidate, splits: list[str],
         outcomes, problem = task.score_output(run.out_dir, run.tags, gold, sandbox=svc.sandbox,
                                               limits=svc.config.sandbox, python=svc.python)
         error = problem and _run_error(problem, run)
+    append_timing(svc, {"generation": candidate.generation, "purpose": purpose,
+                        "items": {s: len(r) for s, r in todo.items()}, "wall_s": round(run.result.wall_s, 2)})
     items = item_results(svc.paths.run_id, candidate, run.tags, outcomes, gold, error)
     for split in todo:
         split_items = [i for i in items if i.split == split]
@@ -88,6 +90,12 @@ def evaluate(svc: Services, task: Task, candidate: Candidate, splits: list[str],
             svc.db.save_items(split_items)
         out[split] = SplitScore.of(split_items)
     return out
+
+
+def append_timing(svc: Services, row: dict) -> None:
+    """One line of the run's timings.jsonl (a few per generation, so appending is cheap)."""
+    with open(svc.paths.timings, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def _cached(svc: Services, candidate: Candidate, split: str, n: int) -> SplitScore | None:
@@ -112,9 +120,10 @@ def run_agent(svc: Services, task: Task, candidate: Candidate, predict: dict[str
         token = svc.gateway.issue_token(CallScope(run_id, gen, candidate.adapter, purpose), tags=set(tags))
         env = {name: os.environ[name] for name in task.agent_env if name in os.environ}
         env |= {"OPENAI_BASE_URL": svc.gateway.base_url, "OPENAI_API_KEY": token, "SIA_MODEL": svc.config.target.model}
+        limits = svc.config.sandbox.for_items(sum(len(rows) for rows in predict.values()))
         try:
             result = svc.sandbox.run([svc.python, "target_agent.py", "--dataset_dir", str(view), "--working_dir",
-                                      str(work / "out")], work, env, svc.config.sandbox, readable=[view],
+                                      str(work / "out")], work, env, limits, readable=[view],
                                      forward_ports=[svc.gateway.port])
         finally:
             svc.gateway.revoke_token(token)

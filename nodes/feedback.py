@@ -1,5 +1,10 @@
-"""feedback: the Feedback-Agent reads the incumbent's feedback-split failures and the history,
-writes a diagnosis and proposes a lever; the run's policy makes the final choice."""
+"""feedback: the Feedback-Agent reads the incumbent's feedback-split results and the history,
+writes a diagnosis and proposes a lever; the run's policy makes the final choice.
+
+A model that writes code reasons in free text: it writes the diagnosis and picks the lever. A
+model that cannot (the embedded 135M, whose free text is noise) only picks the lever; the
+diagnosis is computed from the feedback items' statistics (`nodes.diagnosis`) and shown to it.
+Either way feedback.md holds the statistics, for the humans reading the run."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from sia.files import write_text_atomic
 from sia.graph.context import RunContext
 from sia.graph.state import SIAState
 from sia.llm import LLMOutputError
+from sia.nodes import diagnosis as stats
 from sia.nodes import prompts
 from sia.nodes.common import emit, failures_text
 from sia.nodes.policies import choose_lever
@@ -21,6 +27,12 @@ from sia.nodes.services import services
 
 class FeedbackDecision(BaseModel):
     diagnosis: str = Field(description="What goes wrong and why, in a few sentences.", pattern=r"^[^\x00-\x1f]*$")
+    lever: Literal["scaffold", "weights", "stop"]
+
+
+class LeverChoice(BaseModel):
+    """What a model that cannot write code is asked for: the lever only."""
+
     lever: Literal["scaffold", "weights", "stop"]
 
 
@@ -35,21 +47,38 @@ def feedback(state: SIAState, runtime: Runtime[RunContext]) -> dict:
     incumbent = state.incumbent
     items = svc.db.cached_items(state.run_id, incumbent.scaffold_sha, incumbent.adapter, "feedback") if incumbent else []
     failures = failures_text(items)
-    llm_lever, diagnosis = None, ""
-    if state.generation < state.max_generations and not state.flagged:
+    computed = stats.diagnose(items, getattr(svc.task(state.task), "classes", None))
+    asks = state.generation < state.max_generations and not state.flagged
+    llm = svc.llm("feedback") if asks else None  # built only when asked: a remote role may lack its key
+    writes_code = llm.can_write_code if llm else svc.config.feedback.can_write_code
+    llm_lever, diagnosis, parsed = None, "" if writes_code else stats.summary(computed), True
+    if llm is not None:
+        history = _history_text(state)
         try:
-            decision = svc.llm("feedback").structured(prompts.FEEDBACK_SYSTEM, prompts.FEEDBACK_USER.format(
-                task=state.task, weights_available=svc.config.weights_available, history=_history_text(state),
-                failures=failures), FeedbackDecision)
-            llm_lever, diagnosis = decision.lever, decision.diagnosis
+            if writes_code:
+                decision = llm.structured(prompts.FEEDBACK_SYSTEM, prompts.FEEDBACK_USER.format(
+                    task=state.task, weights_available=svc.config.weights_available, history=history,
+                    failures=failures), FeedbackDecision)
+                llm_lever, diagnosis = decision.lever, decision.diagnosis
+            else:
+                llm_lever = llm.structured(prompts.LEVER_SYSTEM, prompts.LEVER_USER.format(
+                    task=state.task, weights_available=svc.config.weights_available, history=history,
+                    diagnosis=diagnosis), LeverChoice).lever
         except LLMOutputError as exc:
             errors.append(f"gen {state.generation} feedback: {exc}")
-            diagnosis = "(the Feedback-Agent's reply did not parse)"
+            parsed = False
+            if writes_code:
+                diagnosis = "(the Feedback-Agent's reply did not parse)"
     lever, why = choose_lever(state, llm_lever, svc.config.weights_available)
     if state.flagged:
         lever, why = "stop", f"run flagged: {state.flagged}"
+    source = "the Feedback-Agent's" if writes_code else "computed from the feedback items; the model writes no code"
+    computed_line = f"Computed: {stats.summary(computed)}\n\n" if writes_code else ""  # offline it is the diagnosis
     write_text_atomic(svc.paths.gen(state.generation) / "feedback.md",
-                      f"# Feedback after generation {state.generation}\n\nDiagnosis: {diagnosis}\n\n"
-                      f"Feedback-Agent's lever: {llm_lever}\nChosen lever: {lever} ({why})\n\nFailures:\n{failures}\n")
+                      f"# Feedback after generation {state.generation}\n\nDiagnosis ({source}): {diagnosis}\n\n"
+                      f"Feedback-Agent's lever: {llm_lever if parsed else '(its reply did not parse)'}\n"
+                      f"Chosen lever: {lever} ({why})\n\n"
+                      f"## Feedback-split statistics\n\n{computed_line}{stats.markdown(computed)}\n"
+                      f"Failures:\n{failures}\n")
     emit({"event": "lever", "generation": state.generation, "lever": lever, "why": why})
     return {"diagnosis": diagnosis, "next_lever": lever, "errors": errors, "lever_started": svc.clock()}

@@ -18,7 +18,7 @@ from sia.finetune.trainer import TrainingFailed
 from sia.graph.context import RunContext, Services
 from sia.graph.state import Candidate, FinetuneState
 from sia.nodes.common import emit, lever_failed
-from sia.nodes.evaluation import evaluate
+from sia.nodes.evaluation import append_timing, evaluate
 from sia.nodes.services import services
 
 
@@ -54,6 +54,8 @@ def train_adapter(state: FinetuneState, runtime: Runtime[RunContext]) -> dict:
                                     on_event=lambda e: emit({"generation": gen, **e}))
     except TrainingFailed as exc:
         return _failed(state, svc, f"training failed: {exc.reason} (log: {exc.log_path})")
+    append_timing(svc, {"generation": gen, "purpose": "training", "items": {"rows": state.dataset_rows},
+                        "wall_s": summary.get("wall_s")})
     version = str(out.relative_to(svc.paths.root))
     svc.db.save_adapter({"run_id": state.run_id, "version": version, "generation": gen, "path": version,
                          "examples": state.dataset_rows, "train_loss": summary.get("train_loss"), "selection": None,

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from langgraph.runtime import Runtime
 
 from sia.files import write_json_atomic, write_text_atomic
 from sia.graph.context import RunContext
 from sia.graph.state import SIAState
 from sia.nodes.services import services
+
+
+def time_table(timings: Path) -> str:
+    """Markdown: seconds spent per generation in agent runs (by purpose and splits) and training."""
+    try:
+        rows = [json.loads(line) for line in timings.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return ""
+    if not rows:
+        return ""
+    lines = ["", "## Where the time went", "", "| gen | what | items | seconds |", "|---|---|---|---|"]
+    for r in rows:
+        items = ", ".join(f"{k} {v}" for k, v in (r.get("items") or {}).items())
+        lines.append(f"| {r.get('generation')} | {r.get('purpose')} | {items} | {r.get('wall_s')} |")
+    total = sum(r.get("wall_s") or 0 for r in rows)
+    return "\n".join(lines + [f"| | total | | {total:.1f} |", ""])
 
 
 def finish(state: SIAState, runtime: Runtime[RunContext]) -> dict:
@@ -31,5 +50,6 @@ def finish(state: SIAState, runtime: Runtime[RunContext]) -> dict:
     flag = f"**FLAGGED: {state.flagged}**\n\n" if state.flagged else ""
     if isolation == "unsafe":
         flag += "**UNSAFE SANDBOX: generated code ran without isolation; these scores are not protected.**\n\n"
-    write_text_atomic(svc.paths.root / "summary.md", f"# Run {state.run_id} on {state.task}\n\n{flag}" + "\n".join(lines) + "\n")
+    write_text_atomic(svc.paths.root / "summary.md", f"# Run {state.run_id} on {state.task}\n\n{flag}" + "\n".join(lines)
+                      + "\n" + time_table(svc.paths.timings))
     return {}

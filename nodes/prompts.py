@@ -33,6 +33,18 @@ History (generation, lever, feedback score, selection score, accepted):
 Feedback items the incumbent got wrong (prediction -> gold), up to 12:
 {failures}"""
 
+LEVER_SYSTEM = """You are the Feedback-Agent of a self-improving AI system. You read a diagnosis of how the
+current task agent did on the feedback items and the history of generations, and choose the next lever:
+"scaffold" (change the agent's prompts and settings), "weights" (fine-tune the target model with LoRA on
+the rewarded outputs) or "stop". Reply with JSON {"lever": "..."}."""
+
+LEVER_USER = """Task: {task}
+Weights lever available: {weights_available}
+History (generation, lever, feedback score, selection score, accepted):
+{history}
+Diagnosis (computed from the incumbent's feedback items):
+{diagnosis}"""
+
 REWRITE_SYSTEM = """You rewrite a task agent to score higher. Keep its command-line contract, its use of
 $OPENAI_BASE_URL/$OPENAI_API_KEY/$SIA_MODEL and its output files. Reply with the whole new file in one
 ```python block, followed by nothing else."""

@@ -126,6 +126,15 @@ def services_for(config: RunConfig, run_id: str) -> Services:
     return _LIVE[key]
 
 
+def release_services(config: RunConfig, run_id: str) -> None:
+    """Stop a run's gateway and forget its services (and with them its loaded models), for a process
+    that drives several runs one after another (`sia compare`): each would otherwise hold its own."""
+    svc = _LIVE.pop((str(Path(config.runs_dir).resolve()), run_id), None)
+    if svc is not None and svc._gateway is not None:
+        svc._gateway.stop()
+        svc._gateway = None
+
+
 def services(runtime: Runtime[RunContext] | None, state: SIAInput) -> Services:
     """The services of this invocation: the injected ones, else the real ones for the state's run."""
     ctx = getattr(runtime, "context", None) or RunContext()

@@ -134,9 +134,15 @@ class SandboxLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    wall_timeout_s: float = Field(600.0, gt=0, description="Wall-clock limit in seconds. On expiry every process of the "
-                                  "sandbox is sent SIGKILL.")
-    cpu_time_s: int = Field(1200, gt=0, description="CPU seconds per process (RLIMIT_CPU); SIGXCPU/SIGKILL when exceeded.")
+    wall_timeout_s: float = Field(600.0, gt=0, description="Wall-clock limit in seconds (for an agent: plus "
+                                  "item_wall_s per item it predicts). On expiry every process of the sandbox is sent SIGKILL.")
+    cpu_time_s: int = Field(1200, gt=0, description="CPU seconds per process (RLIMIT_CPU; for an agent: plus item_cpu_s "
+                            "per item); SIGXCPU/SIGKILL when exceeded.")
+    item_wall_s: float = Field(3.0, ge=0, description="Wall-clock seconds an agent run gets per item it predicts, on top "
+                               "of wall_timeout_s: the model's work grows with the items (about 0.5-1 s per call of the "
+                               "embedded model on a 2-core CPU, more with votes, retries or a busy machine).")
+    item_cpu_s: float = Field(0.5, ge=0, description="CPU seconds an agent process gets per item, on top of cpu_time_s "
+                              "(its own work: prompts, parsing, a classifier; the model runs in the gateway).")
     memory_mb: int = Field(4096, gt=0, description="Memory of the whole sandbox in MiB (control group: resident memory, "
                            "page cache and tmpfs files, the working folder included) and address space per process "
                            "(RLIMIT_AS: virtual memory, so thread stacks and mmaps count too); a bare Python needs a "
@@ -164,6 +170,11 @@ class SandboxLimits(BaseModel):
     uid: int | None = Field(None, gt=0, description="Ignored (kept so configs of earlier runs load): each sandbox now "
                             "leases its own uid from 61000-64999 (see sandbox.uids).")
 
+    def for_items(self, n_items: int) -> "SandboxLimits":
+        """These limits for an agent run predicting `n_items` items: time grows with the work."""
+        return self.model_copy(update={"wall_timeout_s": self.wall_timeout_s + self.item_wall_s * n_items,
+                                       "cpu_time_s": self.cpu_time_s + int(self.item_cpu_s * n_items)})
+
 
 class RoleConfig(BaseModel):
     """Which model plays one role, and what it can do."""
@@ -190,6 +201,21 @@ class ScaffoldConfig(BaseModel):
 
     max_attempts: int = Field(3, ge=1, le=10, description="Proposals tried per rewrite before giving up (each retry sees the last error).")
     smoke_items: int = Field(4, ge=1, description="Feedback items in the validation smoke run.")
+    # The edit search (nodes/edit_search.py), used when the feedback model cannot write code: library
+    # edits compete by successive halving on feedback items. One item-evaluation (one agent answer on
+    # one item) costs ~0.5-1 s of the embedded 135M model on a 2-core laptop CPU (less when the
+    # gateway's greedy cache already holds the prompt), and each round is one sandboxed agent run
+    # per candidate, so the defaults spend about 1-2 minutes in 3 rounds (6 -> 3 -> 2 candidates).
+    search_items_budget: int = Field(120, ge=0, description="Most item-evaluations one edit search spends "
+                                     "(all rounds, all candidates). 0 turns the search off: the LLM's menu pick is "
+                                     "applied as it is.")
+    search_candidates: int = Field(6, ge=1, description="Library edits in the search's first round: the LLM's "
+                                   "menu pick, then the untried applicable edits in library order; halved each "
+                                   "round while the items double. Fewer when the budget cannot give each one item.")
+    search_generation_1: bool = Field(False, description="Also search at generation 1 (the Meta-Agent, when it "
+                                      "cannot write code), the unedited reference agent competing as one candidate. "
+                                      "Off by default so that generation 1 measures the reference agent (or the "
+                                      "Meta-Agent's own pick): the run's baseline.")
 
 
 class GatewayConfig(BaseModel):

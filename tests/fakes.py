@@ -15,6 +15,8 @@ The public API (everything else here is a detail):
   `gateway.model_store.safetensors_dir()` (called by the train_adapter node) never downloads.
   Point `SIA_CACHE_DIR` at it (e.g. `monkeypatch.setenv`) in any test that reaches the weights lever.
 - `fake_config(tmp_path, **updates)`, `fake_services(...)`, `shutdown(services)`, `prompts_sent(services)`.
+- `fake_services_for(tmp_path, replies_for)`: patched in for `sia.nodes.services.services_for`, the
+  real CLI (`sia run`, `sia compare`) drives the graph with fake services, one set per run.
 - `run_graph(services, inputs, checkpointer=None, trace=None)`: run the real graph with these
   services to the end; returns the final state values (and appends the nodes run to `trace`).
 
@@ -296,6 +298,21 @@ def fake_services(tmp_path: Path, run_id: str, meta_replies: list[str] | RoleLLM
                               "feedback": as_llm(feedback_replies, feedback_writes_code)}}
     parts.update(overrides)
     return Services.build(config, run_id, **parts)
+
+
+def fake_services_for(tmp_path: Path, replies_for, **overrides):
+    """A stand-in for `sia.nodes.services.services_for` (patch it in) that gives every run the CLI
+    drives its own `fake_services`, made once per run: `replies_for(run_id)` -> (meta replies,
+    feedback replies). The services made are in `.made`, keyed by run id."""
+    made: dict[str, Any] = {}
+
+    def services_for(config: RunConfig, run_id: str):
+        if run_id not in made:
+            made[run_id] = fake_services(tmp_path, run_id, *replies_for(run_id), config=config, **overrides)
+        return made[run_id]
+
+    services_for.made = made
+    return services_for
 
 
 def shutdown(services) -> None:

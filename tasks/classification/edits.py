@@ -23,26 +23,43 @@ class ScaffoldEdit(BaseModel):
     value: bool | int | float | str
     description: str
     overridden_by: tuple[str, ...] = Field((), description="SCAFFOLD keys that, while on, make the agent ignore `key`.")
+    max_classes: int | None = Field(None, description="Not offered on tasks with more labels than this (e.g. listing "
+                                                      "every label in each prompt costs too much on a 191-label task).")
 
 
 LIBRARY: list[ScaffoldEdit] = [
     ScaffoldEdit(id="retrieved-shots-2", key="retrieved_shots", value=2,
                  description="few-shot: add the 2 most similar training cases (retrieved nearest neighbours) with their labels"),
-    ScaffoldEdit(id="centroid-labels-2", key="centroid_labels", value=2,
+    ScaffoldEdit(id="centroid-labels-2", key="centroid_labels", value=2, overridden_by=("classifier_labels",),
                  description="answer extraction: allow only the 2 best labels of a TF-IDF nearest-centroid classifier "
                              "fitted on the training data, listed best first in the prompt"),
-    ScaffoldEdit(id="neighbour-labels-2", key="neighbour_labels", value=2, overridden_by=("centroid_labels",),
+    ScaffoldEdit(id="classifier-labels-3", key="classifier_labels", value=3,
+                 description="answer extraction: allow only the 3 best labels of a classifier fitted on the training "
+                             "data (TF-IDF linear SVM for texts, gradient-boosted trees for tables), best first"),
+    ScaffoldEdit(id="classifier-decides-half", key="classifier_decides", value=0.5,
+                 description="the classifier alone answers the half of the cases it is most confident about "
+                             "(largest margin over its runner-up); the model answers the rest"),
+    ScaffoldEdit(id="neighbour-labels-2", key="neighbour_labels", value=2,
+                 overridden_by=("centroid_labels", "classifier_labels"),
                  description="answer extraction: allow only the labels of the 2 most similar training cases"),
     ScaffoldEdit(id="retrieved-shots-4", key="retrieved_shots", value=4,
                  description="few-shot: add the 4 most similar training cases with their labels"),
     ScaffoldEdit(id="retrieved-shots-1", key="retrieved_shots", value=1,
                  description="few-shot: only the single most similar training case, so the answer follows its nearest neighbour"),
-    ScaffoldEdit(id="neighbour-labels-4", key="neighbour_labels", value=4, overridden_by=("centroid_labels",),
+    ScaffoldEdit(id="classifier-labels-5", key="classifier_labels", value=5,
+                 description="answer extraction: allow only the 5 best labels of the classifier, best first"),
+    ScaffoldEdit(id="classifier-labels-2", key="classifier_labels", value=2,
+                 description="answer extraction: allow only the classifier's 2 best labels, best first"),
+    ScaffoldEdit(id="classifier-decides-most", key="classifier_decides", value=0.8,
+                 description="the classifier alone answers the 80% of the cases it is most confident about; "
+                             "the model answers the rest"),
+    ScaffoldEdit(id="neighbour-labels-4", key="neighbour_labels", value=4,
+                 overridden_by=("centroid_labels", "classifier_labels"),
                  description="answer extraction: allow only the labels of the 4 most similar training cases"),
     ScaffoldEdit(id="fixed-shots-4", key="fixed_shots", value=4,
                  description="few-shot: add 4 fixed training examples covering different labels"),
-    ScaffoldEdit(id="list-labels", key="list_labels", value=True, overridden_by=("centroid_labels",),
-                 description="list every allowed label in the system prompt (a centroid shortlist is listed already)"),
+    ScaffoldEdit(id="list-labels", key="list_labels", value=True, overridden_by=("centroid_labels", "classifier_labels"),
+                 max_classes=40, description="list every allowed label in the system prompt (a shortlist is listed already)"),
     ScaffoldEdit(id="constrain-output", key="constrain_output", value=True,
                  description="constrain the answer to the allowed labels with a JSON schema"),
     ScaffoldEdit(id="votes-3", key="votes", value=3,
@@ -71,12 +88,14 @@ def scaffold_settings(code: str) -> dict | None:
         return None
 
 
-def available_edits(code: str, tried: list[str]) -> list[ScaffoldEdit]:
-    """Edits that change something in this scaffold and were not tried before, in library order."""
+def available_edits(code: str, tried: list[str], n_classes: int | None = None) -> list[ScaffoldEdit]:
+    """Edits that change something in this scaffold and were not tried before, in library order
+    (with `n_classes`, the task's label count: only those that make sense at that size)."""
     settings = scaffold_settings(code) or {}
     return [e for e in LIBRARY if e.id not in tried and e.key in settings
             and type(settings[e.key]) is type(e.value) and settings[e.key] != e.value
-            and not any(settings.get(k) for k in e.overridden_by)]
+            and not any(settings.get(k) for k in e.overridden_by)
+            and (n_classes is None or e.max_classes is None or n_classes <= e.max_classes)]
 
 
 def apply_edit(code: str, edit: ScaffoldEdit) -> str:

@@ -29,10 +29,12 @@ SCAFFOLD = {
     "list_labels": False,
     "neighbour_labels": 0,
     "centroid_labels": 0,
+    "classifier_labels": 0,
+    "classifier_decides": 0.0,
     "constrain_output": True,
     "votes": 1,
     "temperature": 0.0,
-    "max_tokens": 48,
+    "max_tokens": 96,  # the longest of lawbench's 191 labels is 67 tokens as JSON
     "retries": 2,
 }
 
@@ -90,9 +92,96 @@ def fit_centroids(train):
 CENTROIDS = None  # fitted in main() when SCAFFOLD["centroid_labels"] > 0
 
 
-def allowed_labels(text, train, classes):
-    """All labels; or the `centroid_labels` best labels of the nearest-centroid classifier, best
-    first; or the labels of the `neighbour_labels` most similar training cases."""
+def table_features(rows, columns):
+    """A table as numbers: numeric cells as floats, composite cells ("B/12/P", "0012_01") split
+    into parts, other text as per-part category codes; missing cells stay NaN. A text part with
+    more distinct values than a tenth of the rows (names, ids) says nothing general and is left out."""
+    def parts(value):
+        value = (value or "").strip()
+        return value.replace("_", "/").split("/") if value else []
+    cells = [[parts(r["fields"].get(c)) for c in columns] for r in rows]
+    width = [max((len(row[j]) for row in cells), default=0) for j in range(len(columns))]
+    slots = [(j, i) for j in range(len(columns)) for i in range(width[j])]
+    codes, keep = {}, []
+    for j, i in slots:
+        values = [row[j][i] if i < len(row[j]) else "" for row in cells]
+        texts = {v for v in values if v and not _is_number(v)}
+        if len(texts) > max(1, len(rows) // 10):
+            continue
+        codes[(j, i)] = {v: float(n) for n, v in enumerate(sorted(texts))}
+        keep.append((j, i))
+    return [[_cell_number(row[j][i] if i < len(row[j]) else "", codes[(j, i)]) for j, i in keep] for row in cells]
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _cell_number(cell, codes):
+    if not cell:
+        return float("nan")
+    return float(cell) if _is_number(cell) else codes[cell]
+
+
+def fit_classifier(train, table):
+    """A classical classifier fitted on train.csv (scikit-learn): character 1-2-gram TF-IDF with
+    a linear SVM for texts, gradient-boosted trees for tables. Returns (scores, classes) where
+    scores(rows) gives one row of per-class scores per case (higher is better); None without
+    scikit-learn, then the nearest-centroid classifier stands in for texts."""
+    try:
+        import numpy as np
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.svm import LinearSVC
+    except ImportError:
+        return None
+    labels = [r["label"] for r in train]
+    if len(set(labels)) < 2:
+        return None
+    if table:
+        columns = [c for c in train[0]["fields"] if c]
+        model = HistGradientBoostingClassifier(random_state=0)
+        n = len(train)
+
+        def featurize(rows):  # one coding of train and predicted rows together, so codes agree
+            return np.array(table_features(train + rows, columns), dtype=float)[n:]
+        model.fit(np.array(table_features(train, columns), dtype=float), labels)
+        return (lambda rows: model.predict_proba(featurize(rows))), list(model.classes_)
+    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True, max_features=200_000)
+    model = LinearSVC(C=1.0).fit(vectorizer.fit_transform([r["text"] for r in train]), labels)
+
+    def scores(rows):
+        d = model.decision_function(vectorizer.transform([r["text"] for r in rows]))
+        return d if d.ndim == 2 else np.stack([-d, d], axis=1)  # binary: one column per class
+    return scores, list(model.classes_)
+
+
+def classifier_ranking(test, train, classes, table):
+    """Per test case: every label the classifier knows, best first, and its margin (top score
+    minus the runner-up's), or None per case when no classifier could be fitted."""
+    fitted = fit_classifier(train, table)
+    if fitted is None:
+        return [None] * len(test)
+    scores, known = fitted
+    out = []
+    for row in scores(test):
+        order = sorted(range(len(known)), key=lambda i: -row[i])
+        ranked = [known[i] for i in order if known[i] in classes]
+        margin = float(row[order[0]] - row[order[1]]) if len(order) > 1 else float("inf")
+        out.append((ranked, margin))
+    return out
+
+
+def allowed_labels(text, train, classes, ranked=None):
+    """All labels; or the `classifier_labels` best labels of the classifier (`ranked`), or the
+    `centroid_labels` best of the nearest-centroid classifier, best first; or the labels of the
+    `neighbour_labels` most similar training cases."""
+    if SCAFFOLD["classifier_labels"] > 0 and ranked:
+        return ranked[: SCAFFOLD["classifier_labels"]]
     if SCAFFOLD["centroid_labels"] > 0 and CENTROIDS is not None:
         idf, unseen, centroids = CENTROIDS
         q = tfidf(text, idf, unseen)
@@ -109,7 +198,7 @@ def allowed_labels(text, train, classes):
 def build_messages(text, train, classes):
     s = SCAFFOLD
     system = s["instruction"]
-    if s["list_labels"] or s["centroid_labels"] > 0:  # a centroid shortlist is shown best first
+    if s["list_labels"] or s["centroid_labels"] > 0 or s["classifier_labels"] > 0:  # a shortlist, best first
         system += "\nAllowed charges: " + "; ".join(classes)
     system += '\nReply with JSON: {"label": "<charge>"}'
     messages = [{"role": "system", "content": system}]
@@ -160,18 +249,27 @@ def submission_columns(dataset_dir):
 
 
 def as_case(row, id_col, label_col):
-    """{id, text, label}: a text task's columns, or a table row rendered as `column=value; ...`."""
+    """{id, text, label, fields}: a text task's columns, or a table row rendered as
+    `column=value; ...` (its feature cells kept in `fields` for the table classifier)."""
     text = row.get("text")
+    fields = {k: v for k, v in row.items() if k not in (id_col, label_col)}
     if text is None:
-        text = "; ".join(f"{k}={v}" for k, v in row.items() if k not in (id_col, label_col))
-    return {"id": row.get(id_col, row.get("id")), "text": text, "label": row.get(label_col, row.get("label"))}
+        text = "; ".join(f"{k}={v}" for k, v in fields.items())
+    return {"id": row.get(id_col, row.get("id")), "text": text, "label": row.get(label_col, row.get("label")),
+            "fields": fields}
 
 
-def solve(row, train, classes, fallback):
+def solve(row, train, classes, fallback, ranked=None, decided=False):
+    """The label of one case and its trajectory: the classifier's top label when `decided`, else
+    the model's answer among the allowed labels (majority of `votes`, `retries` on no answer)."""
     s = SCAFFOLD
-    classes = allowed_labels(row["text"], train, classes)
+    if decided:
+        return ranked[0], {"id": row["id"], "decided_by": "classifier", "label": ranked[0], "fallback": False,
+                           "completions": [], "errors": []}
+    classes = allowed_labels(row["text"], train, classes, ranked)
     messages = build_messages(row["text"], train, classes)
-    trace = {"id": row["id"], "prompt_messages": len(messages), "completions": [], "errors": []}
+    trace = {"id": row["id"], "prompt_messages": len(messages), "allowed": len(classes), "completions": [],
+             "errors": []}
     votes = []
     for v in range(s["votes"]):
         temperature = s["temperature"] if v == 0 else max(s["temperature"], 0.7)
@@ -205,13 +303,22 @@ def main():
     for row in train:
         row["grams"] = bigrams(row["text"][: SCAFFOLD["shot_chars"] * 2])
     with open(os.path.join(args.dataset_dir, "test.csv"), encoding="utf-8") as f:
-        test = [as_case(r, id_col, label_col) for r in csv.DictReader(f)]
+        reader = csv.DictReader(f)
+        test = [as_case(r, id_col, label_col) for r in reader]
+        test_columns = reader.fieldnames or []
     global CENTROIDS
     if SCAFFOLD["centroid_labels"] > 0 and train:
         CENTROIDS = fit_centroids(train)
     fallback = collections.Counter(r["label"] for r in train).most_common(1)[0][0] if train else classes[0]
+    ranking = [None] * len(test)
+    if (SCAFFOLD["classifier_labels"] > 0 or SCAFFOLD["classifier_decides"] > 0) and train:
+        ranking = classifier_ranking(test, train, classes, table="text" not in test_columns)
+    # the classifier alone answers its `classifier_decides` most confident share of the cases
+    confident = sorted((i for i, r in enumerate(ranking) if r and r[0]), key=lambda i: -ranking[i][1])
+    decided = set(confident[: int(SCAFFOLD["classifier_decides"] * len(test))])
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda r: solve(r, train, classes, fallback), test))
+        results = list(pool.map(lambda i: solve(test[i], train, classes, fallback, ranking[i] and ranking[i][0],
+                                                i in decided), range(len(test))))
     os.makedirs(args.working_dir, exist_ok=True)
     with open(os.path.join(args.working_dir, "submission.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)

@@ -1,79 +1,116 @@
-"""Baselines on the lawbench test ids: a classical text classifier (character 1-2-gram TF-IDF
-with a multinomial logistic regression) trained on the training split only.
+"""Classical baselines on a task's private test split, trained on its public training data only:
+what the language model in a scaffold has to beat.
 
-    python -m sia.tasks.lawbench.baselines            # prints test accuracy and time
+    python -m sia.tasks.lawbench.baselines [--task lawbench] [--json FILE]
 
-Deterministic (seeded); about a minute on 2 CPU cores. A scaffold may use the same idea as a
-tool (retrieval or a classifier over train.csv) before or instead of asking the model.
+For a text task (lawbench): character 1-2-gram TF-IDF with a multinomial logistic regression
+and with a linear SVM, both on all training cases; and the scaffold's own classifier alone
+(the reference agent's `classifier_ranking`, top-1, fitted on what an agent sees in a run:
+the training pool without the feedback and selection items). For a table task
+(spaceship-titanic): scikit-learn's HistGradientBoostingClassifier with default settings on
+the public table plus cabin deck and side, group number and total spend, and again the
+scaffold's own classifier alone. Deterministic; a few minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
 
-import math
+import argparse
+import importlib.util
+import json
 import time
-from collections import Counter
 
-import torch
+import numpy as np
 
-
-def char_ngrams(text: str) -> list[str]:
-    return list(text) + [text[i:i + 2] for i in range(len(text) - 1)]
+from sia.tasks.classification import REFERENCE_AGENT
 
 
-class TfidfLogReg:
-    """TF-IDF over the `max_features` most frequent character 1-2-grams, then softmax regression."""
+def reference_agent():
+    """The reference agent's module (its classifier tool), loaded from its file."""
+    spec = importlib.util.spec_from_file_location("reference_agent", REFERENCE_AGENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    def __init__(self, max_features: int = 50_000, epochs: int = 60, lr: float = 0.5, l2: float = 1e-6, seed: int = 0):
-        self.max_features, self.epochs, self.lr, self.l2, self.seed = max_features, epochs, lr, l2, seed
 
-    def _matrix(self, texts: list[str]) -> torch.Tensor:
-        rows, cols, vals = [], [], []
-        for r, text in enumerate(texts):
-            counts = Counter(g for g in char_ngrams(text) if g in self.vocab)
-            weights = {self.vocab[g]: (1 + math.log(c)) * self.idf[self.vocab[g]] for g, c in counts.items()}
-            norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
-            for c, w in weights.items():
-                rows.append(r)
-                cols.append(c)
-                vals.append(w / norm)
-        return torch.sparse_coo_tensor([rows, cols], vals, (len(texts), len(self.vocab))).coalesce()
+def as_case(row: dict) -> dict:
+    return {"id": row["id"], "text": row["text"], "label": row["label"], "fields": row.get("fields") or {}}
 
-    def fit(self, texts: list[str], labels: list[str]) -> "TfidfLogReg":
-        df = Counter(g for t in texts for g in set(char_ngrams(t)))
-        self.vocab = {g: i for i, (g, _) in enumerate(df.most_common(self.max_features))}
-        self.idf = [math.log((1 + len(texts)) / (1 + df[g])) + 1 for g in self.vocab]
-        self.classes = sorted(set(labels))
-        x = self._matrix(texts)
-        y = torch.tensor([self.classes.index(lab) for lab in labels])
-        torch.manual_seed(self.seed)
-        self.w = torch.zeros(len(self.vocab), len(self.classes), requires_grad=True)
-        self.b = torch.zeros(len(self.classes), requires_grad=True)
-        opt = torch.optim.Adam([self.w, self.b], lr=self.lr / 10)
-        for _ in range(self.epochs):
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(torch.sparse.mm(x, self.w) + self.b, y) + self.l2 * (self.w ** 2).sum()
-            loss.backward()
-            opt.step()
-        return self
 
-    def predict(self, texts: list[str]) -> list[str]:
-        with torch.no_grad():
-            scores = torch.sparse.mm(self._matrix(texts), self.w) + self.b
-        return [self.classes[i] for i in scores.argmax(dim=1).tolist()]
+def text_baselines(train: list[dict], test: list[dict]) -> dict[str, list[str]]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
+    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True, max_features=200_000)
+    x_train = vectorizer.fit_transform([r["text"] for r in train])
+    x_test = vectorizer.transform([r["text"] for r in test])
+    y = [r["label"] for r in train]
+    return {
+        "char 1-2-gram TF-IDF + logistic regression": list(LogisticRegression(C=20, max_iter=300).fit(x_train, y).predict(x_test)),
+        "char 1-2-gram TF-IDF + linear SVM": list(LinearSVC(C=1.0).fit(x_train, y).predict(x_test)),
+    }
+
+
+def spaceship_features(rows: list[dict], categories: dict[str, list[str]]) -> np.ndarray:
+    """The public table's columns plus cabin deck/number/side, group number and total spend;
+    text columns as their index in `categories` (sorted values seen in training)."""
+    spend = ("RoomService", "FoodCourt", "ShoppingMall", "Spa", "VRDeck")
+    number = lambda v: float(v) if v not in (None, "") else np.nan  # noqa: E731
+    out = []
+    for r in rows:
+        f = dict(r["fields"])
+        f["Deck"], num, f["Side"] = ((f.get("Cabin") or "").split("/") + ["", "", ""])[:3]
+        out.append([number(f.get(c)) for c in ("Age", *spend)]
+                   + [sum(number(f.get(c)) if f.get(c) else 0.0 for c in spend), number(num),
+                      float(int(str(f.get("PassengerId") or r["id"]).split("_")[0]))]
+                   + [float(categories[c].index(f[c])) if f.get(c) in categories[c] else np.nan for c in categories])
+    return np.array(out, dtype=float)
+
+
+def _categories(rows: list[dict]) -> dict[str, list[str]]:
+    names = ("HomePlanet", "CryoSleep", "Destination", "VIP")
+    cats = {c: sorted({r["fields"].get(c) for r in rows} - {None, ""}) for c in names}
+    cabins = [((r["fields"].get("Cabin") or "").split("/") + ["", "", ""])[:3] for r in rows]
+    cats["Deck"] = sorted({c[0] for c in cabins} - {""})
+    cats["Side"] = sorted({c[2] for c in cabins} - {""})
+    return cats
+
+
+def table_baselines(train: list[dict], test: list[dict]) -> dict[str, list[str]]:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    categories = _categories(train)
+    model = HistGradientBoostingClassifier(random_state=0)
+    model.fit(spaceship_features(train, categories), [r["label"] for r in train])
+    return {"HistGradientBoosting (default settings) + deck, side, group, total spend":
+            list(model.predict(spaceship_features(test, categories)))}
 
 
 def main() -> None:
     from sia.tasks.registry import resolve_task
 
-    task = resolve_task("lawbench")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="lawbench", help="lawbench or spaceship-titanic")
+    parser.add_argument("--json", help="also write the accuracies to this file")
+    args = parser.parse_args()
+    task = resolve_task(args.task)
     splits = task.splits()
-    train = splits["feedback"] + splits["selection"] + splits["pool"]
-    start = time.perf_counter()
-    model = TfidfLogReg().fit([r["text"] for r in train], [r["label"] for r in train])
-    preds = model.predict([r["text"] for r in splits["test"]])
-    acc = sum(task.score_item(p, r["label"]) for p, r in zip(preds, splits["test"])) / len(preds)
-    print(f"char 1-2-gram TF-IDF + logistic regression: test accuracy {acc:.4f} "
-          f"({len(preds)} test ids, {len(train)} training cases, {time.perf_counter() - start:.0f} s)")
+    train = [as_case(r) for r in splits["feedback"] + splits["selection"] + splits["pool"]]
+    test = [as_case(r) for r in splits["test"]]
+    table = bool(test[0]["fields"])
+    results = {}
+    started = time.perf_counter()
+    predictions = table_baselines(train, test) if table else text_baselines(train, test)
+    ranking = reference_agent().classifier_ranking(test, [as_case(r) for r in splits["pool"]], task.classes, table)
+    predictions["the scaffold's classifier alone (its top-1; trained on the pool an agent sees)"] = [r[0][0] for r in ranking]
+    for name, labels in predictions.items():
+        correct = int(sum(task.score_item(p, r["label"]) for p, r in zip(labels, splits["test"])))
+        results[name] = {"accuracy": correct / len(test), "correct": correct, "n": len(test)}
+        print(f"{name}: test accuracy {correct / len(test):.4f} ({correct}/{len(test)})")
+    print(f"{len(train)} training cases, {time.perf_counter() - started:.0f} s")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2, ensure_ascii=False)
 
 
 if __name__ == "__main__":

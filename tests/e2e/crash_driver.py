@@ -3,16 +3,18 @@
 python -m tests.e2e.crash_driver RUNS TASK RUN_ID [--pause-at task|scaffold] [--resume] [--real-trainer]
 
 Policy `alternate`, 3 generations: 1 meta (reference agent), 2 scaffold (retrieved shots),
-3 weights. `--pause-at` writes RUNS/paused and sleeps inside the chosen node (the second
-sandbox run of generation 2 = its task evaluation; or the Feedback-Agent's edit choice in
-scaffold_rewrite). Every sandbox run and LLM call is appended to RUNS/events.log; the final
-history goes to RUNS/RUN_ID.final.json.
+3 weights. `--pause-at` writes RUNS/paused and sleeps inside the chosen node (generation 2's
+first sandbox run for the task node, told from the edit search's and the smoke run's by the
+purpose initial in its item tags; or the Feedback-Agent's edit choice in scaffold_rewrite).
+Every sandbox run and LLM call is appended to RUNS/events.log; the final history goes to
+RUNS/RUN_ID.final.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -46,16 +48,17 @@ def main() -> None:
         (args.runs / "paused").write_text("paused")
         time.sleep(600)
 
-    class LoggingSandbox(SubprocessSandbox):
-        g2_runs = 0
+    def purpose_initial(view: Path) -> str:
+        """The purpose's first letter in the item tags (nodes/evaluation.py: `g{gen}{purpose[0]}...`)."""
+        first = (view / "test.csv").read_text().splitlines()[1]
+        return re.match(r"g\d+(\w)", first).group(1)
 
+    class LoggingSandbox(SubprocessSandbox):
         def run(self, argv, workdir, env, limits, readable=(), forward_ports=()):
             name = Path(workdir).parent.name
             note(f"sandbox {name.split('-')[-2]}")
-            if "-g2-" in name:
-                LoggingSandbox.g2_runs += 1
-                if args.pause_at == "task" and LoggingSandbox.g2_runs == 2:
-                    pause()
+            if args.pause_at == "task" and "-g2-" in name and purpose_initial(Path(readable[0])) == "t":
+                pause()
             return super().run(argv, workdir, env, limits, readable, forward_ports)
 
     meta = scripted_llm(['{"edit": "none"}'] * 5)

@@ -424,3 +424,4 @@ def test_the_engine_keeps_a_bounded_number_of_grammars():
     assert len(engine._grammars) <= 128
     engine._grammar(schemas[-1])  # a recent one is still cached
     assert len(compiled) == 300
+

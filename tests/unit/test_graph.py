@@ -118,6 +118,17 @@ def test_scaffold_edit_accepted_then_max_generations_finishes(tmp_path, task_dir
     assert gen2.test == pytest.approx(6 / 7) and gen1.test == pytest.approx(2 / 7)
     assert out["incumbent"].generation == 2 and out["tried"] == ["retrieved-shots-2"] and out["errors"] == []
     assert "Chosen lever: stop (reached max_generations=2)" in (svc.paths.gen(2) / "feedback.md").read_text()
+    # offline, the diagnosis is computed from the feedback items and reaches the lever and edit prompts
+    feedback_md = (svc.paths.gen(1) / "feedback.md").read_text()
+    assert "Diagnosis (computed from the feedback items" in feedback_md
+    assert "collapsed: answers 'theft' for 3 of 3 items" in feedback_md and "| fraud | 'theft' | 1 |" in feedback_md
+    lever_prompt, edit_prompt = svc.llm_override["feedback"].chat.prompts
+    assert "collapsed: answers 'theft'" in lever_prompt and "collapsed: answers 'theft'" in edit_prompt
+    # the edit was chosen by the search on the feedback split, the LLM's pick among its candidates
+    search = json.loads((svc.paths.gen(2) / "edit_search.json").read_text())["searches"]
+    assert len(search) == 1 and search[0]["pick"] == "retrieved-shots-2" and search[0]["chosen"] == "retrieved-shots-2"
+    assert search[0]["beats_incumbent"] is True and search[0]["spent"] <= search[0]["budget"]
+    assert "## Edit search (feedback split only)" in (svc.paths.gen(2) / "improvement.md").read_text()
     for gen in (1, 2):
         for name in ("target_agent.py", "improvement.md", "results.json", "diff.patch"):
             assert (svc.paths.gen(gen) / name).is_file(), f"gen_{gen}/{name}"
@@ -131,6 +142,7 @@ def test_scaffold_edit_accepted_then_max_generations_finishes(tmp_path, task_dir
         called = {i for (i,) in db.execute("select item from model_calls where purpose = 'task'")}
         assert called and None not in called and called <= tags
         assert db.execute("select count(*) from model_calls where purpose = 'smoke' and item is not null").fetchone()[0] == 3
+        assert db.execute("select count(*) from model_calls where purpose = 'search' and item is not null").fetchone()[0] > 0
 
 
 def test_llm_stop_goes_to_finish(tmp_path, task_dir):
@@ -143,7 +155,8 @@ def test_llm_stop_goes_to_finish(tmp_path, task_dir):
 
 def test_invalid_feedback_json_is_recorded_and_run_finishes(tmp_path, task_dir):
     svc, out, trace = run(tmp_path, task_dir, ["I think the scaffold is bad", edit()])
-    assert any(e.startswith("gen 1 feedback:") and "FeedbackDecision" in e for e in out["errors"])
+    # offline the model is asked for the lever only (the diagnosis is computed): its schema is LeverChoice
+    assert any(e.startswith("gen 1 feedback:") and "LeverChoice" in e for e in out["errors"])
     # no lever from the LLM: policy llm falls back to alternate, i.e. scaffold after the meta generation
     assert trace == START + sub("scaffold_rewrite", "propose_scaffold", "validate_scaffold", "accept_scaffold") + END
     assert "did not parse" in (svc.paths.gen(1) / "feedback.md").read_text()
@@ -160,6 +173,9 @@ def test_code_rewrite_retries_after_syntax_error(tmp_path, task_dir):
     assert out["history"][1].selection == 1.0 and out["history"][1].accepted
     assert "Attempts: 2" in (svc.paths.gen(2) / "improvement.md").read_text()
     assert (svc.paths.gen(2) / "target_agent.py").read_text() == FIXED.removeprefix("```python\n").removesuffix("```")
+    # a code-writing model diagnoses in free text and rewrites the code: no computed diagnosis, no edit search
+    assert "Diagnosis (the Feedback-Agent's): it always answers the first label" in (svc.paths.gen(1) / "feedback.md").read_text()
+    assert not (svc.paths.gen(2) / "edit_search.json").exists()
 
 
 def test_rewrite_gives_up_after_max_attempts(tmp_path, task_dir):

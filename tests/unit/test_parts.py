@@ -32,7 +32,7 @@ REFERENCE = REFERENCE_AGENT.read_text()
 
 def test_available_edits_skip_tried_and_no_op_edits():
     ids = [e.id for e in available_edits(REFERENCE, [])]
-    assert ids[:3] == ["retrieved-shots-2", "centroid-labels-2", "neighbour-labels-2"]
+    assert ids[:4] == ["retrieved-shots-2", "centroid-labels-2", "classifier-labels-3", "classifier-decides-half"]
     assert "constrain-output" not in ids  # the reference already constrains its output
     assert "retrieved-shots-2" not in [e.id for e in available_edits(REFERENCE, ["retrieved-shots-2"])]
 
