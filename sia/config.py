@@ -212,10 +212,11 @@ class ScaffoldConfig(BaseModel):
     search_candidates: int = Field(6, ge=1, description="Library edits in the search's first round: the LLM's "
                                    "menu pick, then the untried applicable edits in library order; halved each "
                                    "round while the items double. Fewer when the budget cannot give each one item.")
-    search_generation_1: bool = Field(False, description="Also search at generation 1 (the Meta-Agent, when it "
-                                      "cannot write code), the unedited reference agent competing as one candidate. "
-                                      "Off by default so that generation 1 measures the reference agent (or the "
-                                      "Meta-Agent's own pick): the run's baseline.")
+    search_generation_1: bool = Field(True, description="Also search at generation 1 (the Meta-Agent, when it "
+                                      "cannot write code), the unedited reference agent competing as one candidate: "
+                                      "the small model's own pick is close to chance, and on a large task a poor first "
+                                      "agent costs the most time (every item through the model). Off: generation 1 is "
+                                      "the Meta-Agent's pick as it is.")
 
 
 class GatewayConfig(BaseModel):

@@ -274,10 +274,12 @@ def _merge(base: dict, updates: dict) -> dict:
 
 def fake_config(tmp_path: Path, **updates) -> RunConfig:
     """RunConfig for fake runs: runs_dir=tmp_path/runs, rollout_items=6, quick sandbox limits
-    (wall_timeout_s=60, memory_mb=1024). `updates` are RunConfig fields;
-    dict values merge into nested sections, e.g. `fake_config(tmp, finetune={"min_examples": 1000})`."""
+    (wall_timeout_s=60, memory_mb=1024), and generation 1 is the Meta-Agent's scripted pick as it
+    is (no edit search: the tests' scores start from the reference agent). `updates` are RunConfig
+    fields; dict values merge into nested sections, e.g. `fake_config(tmp, finetune={"min_examples": 1000})`."""
     base = RunConfig(runs_dir=Path(tmp_path) / "runs", rollout_items=6).model_dump()
     base["sandbox"].update(wall_timeout_s=60, memory_mb=1024)
+    base["scaffold"].update(search_generation_1=False)
     return RunConfig.model_validate(_merge(base, updates))
 
 
