@@ -31,9 +31,9 @@ from sia.files import read_json, write_json_atomic
 from sia.graph.context import Services
 from sia.graph.state import Candidate
 from sia.nodes.common import emit, sha
+from sia.nodes.edits import label_count
 from sia.nodes.evaluation import evaluate
 from sia.tasks.base import Row, Task
-from sia.nodes.edits import label_count
 from sia.tasks.classification.edits import ScaffoldEdit, apply_edit, available_edits
 
 NONE = "none"  # the candidate that applies no edit (generation 1 only)

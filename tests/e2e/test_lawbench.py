@@ -67,3 +67,32 @@ def test_sia_run_reaches_generation_2_on_lawbench(tmp_path, monkeypatch, lawbenc
     assert [h.generation for h in out["history"]] == [1, 2]
     assert out["history"][1].lever == "scaffold" and out["history"][1].selection is not None
     assert json.loads((svc.paths.gen(2) / "results.json").read_text())["n"]["selection"] == 5
+
+
+@pytest.mark.slow
+def test_sia_run_on_lawbench_end_to_end_with_the_embedded_model(tmp_path, lawbench):
+    """`sia run --task lawbench --limit 6` as a user types it: the real embedded model, sandbox,
+    edit search (generation 1 and the rewrite), classifier tool and LoRA training, three levers."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"rollout_items": 6, "scaffold": {"search_items_budget": 12},
+                                  "finetune": {"max_steps": 2, "batch_size": 4, "save_steps": 1, "min_examples": 2}}))
+    sia = Path(sys.executable).with_name("sia")
+    done = subprocess.run([str(sia), "run", "--task", "lawbench", "--limit", "6", "--generations", "3", "--policy",
+                           "alternate", "--run-id", "lb", "--runs-dir", str(tmp_path / "runs"), "--config", str(config)],
+                          capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr and "BrokenPipe" not in done.stdout + done.stderr
+    root = tmp_path / "runs" / "lb"
+    summary = json.loads((root / "summary.json").read_text())
+    assert [g["lever"] for g in summary["generations"]] == ["meta", "scaffold", "weights"]
+    first = json.loads((root / "gen_1" / "results.json").read_text())
+    assert first["accepted"] and first["n"] == {"selection": 6, "feedback": 6, "test": 6}
+    assert json.loads((root / "gen_1" / "edit_search.json").read_text())  # the Meta-Agent searched
+    for log in root.glob("gen_*/*_sandbox.json"):
+        assert not json.loads(log.read_text())["timed_out"], log
+    timings = [json.loads(line) for line in (root / "timings.jsonl").read_text().splitlines()]
+    assert {"search", "task"} <= {t["purpose"] for t in timings} and "Where the time went" in (root / "summary.md").read_text()

@@ -68,3 +68,15 @@ def test_sandbox_time_limits_grow_with_the_items_an_agent_predicts():
     scaled = limits.for_items(1868)
     assert scaled.wall_timeout_s == 600 + 3.0 * 1868 and scaled.cpu_time_s == 1200 + 934
     assert scaled.memory_mb == limits.memory_mb and limits.for_items(0) == limits
+
+
+def test_the_summary_says_where_the_time_went(tmp_path):
+    from sia.nodes.finish import time_table
+
+    timings = tmp_path / "timings.jsonl"
+    assert time_table(timings) == ""  # no file: no section
+    timings.write_text('{"generation": 1, "purpose": "task", "items": {"selection": 573}, "wall_s": 300.5}\n'
+                       '{"generation": 3, "purpose": "training", "items": {"rows": 200}, "wall_s": 99.5}\n')
+    table = time_table(timings)
+    assert "| 1 | task | selection 573 | 300.5 |" in table and "| 3 | training | rows 200 | 99.5 |" in table
+    assert "| | total | | 400.0 |" in table
