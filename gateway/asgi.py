@@ -98,7 +98,10 @@ def build_app(gateway: Gateway) -> Starlette:
             return error(408, f"the request body did not arrive within {limits.idle_timeout_s:g} s", close=True)
         except ClientDisconnect:
             return Response(status_code=400)
-        status, reply = await gateway.serve(state, raw, request.headers.get("x-sia-item"), path)
+        try:
+            status, reply = await gateway.serve(state, raw, request.headers.get("x-sia-item"), path)
+        except asyncio.CancelledError:  # the gateway is stopping (a run interrupted): no traceback
+            return error(503, "the gateway is shutting down", close=True)
         return JSONResponse(reply, status_code=status)
 
     return Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])

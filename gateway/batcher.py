@@ -41,8 +41,13 @@ class Batcher:
             self.queue.put((adapter, request, future))
         return future
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 30.0) -> None:
+        """No new batches; wait up to `wait_s` for the one being decoded (a process that exits
+        while a thread is inside torch aborts instead of exiting with its own status)."""
         self.stopped.set()
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(wait_s)
 
     def _ensure_running(self) -> None:
         with self._start_lock:

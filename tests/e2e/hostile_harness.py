@@ -266,7 +266,8 @@ def _run(name: str, agent: Path | None = None, *, sandbox: dict | None = None, m
     run_id = f"hostile-{name}"
     stale = set(glob.glob(f"/tmp/sia-{run_id}-g*"))  # scratch folders of an earlier, killed session
     host_tmp = set(glob.glob("/tmp/sia-hostile-agent-*"))  # files of agents of an earlier session (or sandbox)
-    config = fake_config(base, sandbox={"wall_timeout_s": QUICK, **(sandbox or {})})
+    # no per-item time on top of wall_timeout_s: the timeouts the tests check are exactly theirs
+    config = fake_config(base, sandbox={"wall_timeout_s": QUICK, "item_wall_s": 0, "item_cpu_s": 0, **(sandbox or {})})
     svc = fake_services(base, run_id, [META_KEEP], list(feedback), config=config)
     saver = open_saver(svc.paths.checkpoints)
     stop, interventions = threading.Event(), []
