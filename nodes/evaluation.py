@@ -31,6 +31,11 @@ from sia.sandbox.files import UnsafeOutput, read_child_file
 from sia.tasks.base import ItemOutcome, Row, Tags, Task
 
 
+class EvaluationInterrupted(RuntimeError):
+    """The run is stopping (Ctrl-C, SIGTERM) and killed the agent: nothing of this evaluation is
+    scored or cached, so a resumed run evaluates it again."""
+
+
 class ProtectedFilesChanged(RuntimeError):
     """A protected task file changed while an agent ran: the generation is void, the run flagged."""
 
@@ -127,6 +132,8 @@ def run_agent(svc: Services, task: Task, candidate: Candidate, predict: dict[str
                                      forward_ports=[svc.gateway.port])
         finally:
             svc.gateway.revoke_token(token)
+        if getattr(result, "interrupted", False):
+            raise EvaluationInterrupted(f"generation {gen}'s {purpose} run was stopped with the run")
         _check_protected(svc, task, protected, gen, purpose)
         if log_dir is not None:
             _keep_logs(log_dir, f"{purpose}_{'-'.join(predict)}", result, work / "out", secret=token,

@@ -99,6 +99,7 @@ class SandboxResult:
     network: str = "host"  # "isolated": own network namespace, only the forwarded ports
     isolation: str = "unsafe"  # see the module docstring
     uid: int | None = None  # the uid the child ran as (None: the caller's, unsafe)
+    interrupted: bool = False  # killed by kill_live_sandboxes (the run is stopping): its output means nothing
 
     @property
     def ok(self) -> bool:
@@ -202,12 +203,14 @@ def _copy_back(box: Box, workdir: Path, limits: SandboxLimits) -> str:
 # Boxes of this process that are still live, so an interpreter exit (a signal turned into
 # SystemExit while a sandbox runs in another thread) still kills and frees them.
 _LIVE: dict[str, tuple[Box, CgroupBox | None]] = {}
+_INTERRUPTED: set[str] = set()  # boxes kill_live_sandboxes killed, until their run returns
 
 
 def kill_live_sandboxes() -> None:
     """Kill every sandbox of this process now (on SIGTERM, SIGHUP or Ctrl-C); the threads that
     run them see their child end and clean up as usual."""
-    for box, group in list(_LIVE.values()):
+    for name, (box, group) in list(_LIVE.items()):
+        _INTERRUPTED.add(name)
         if group:
             group.kill()
         kill_uid(box.uid)
@@ -244,6 +247,7 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
         return _run_unsafe(argv, workdir, env, limits)
     lease = lease_uid()
     box = group = jail = proc = None
+    interrupted = False
     record, timed_out, flooded = None, False, False
     try:
         box = Box.create(lease.uid, readable)
@@ -297,6 +301,8 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
                 note = _copy_back(box, workdir, limits)
             box.destroy()
             _LIVE.pop(box.path.name, None)
+            interrupted = box.path.name in _INTERRUPTED
+            _INTERRUPTED.discard(box.path.name)
         if group:
             group.remove()
         for folder in readable:  # no file of the uid outlives its lease
@@ -311,7 +317,7 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
         returncode=returncode, stdout=stdout, stderr=stderr + note, timed_out=timed_out,
         wall_s=time.monotonic() - start, killed_leftovers=killed,
         network="isolated" if jail else ("none" if limits.isolate_network else "host"), isolation=level, uid=lease.uid,
-        output_truncated=flooded or output.seen > limits.output_bytes)
+        output_truncated=flooded or output.seen > limits.output_bytes, interrupted=interrupted)
 
 
 def _still_running(proc: subprocess.Popen | None, group: CgroupBox | None, uid: int) -> set[int]:
