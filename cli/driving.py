@@ -124,6 +124,9 @@ def drive(paths: RunPaths, cfg, inputs, start_node: str | None, resume_cmd: str,
 
 
 def _drive(paths: RunPaths, cfg, inputs, start_node: str | None, resume_cmd: str, title: str) -> int:
+    from sia.sandbox.runner import allow_new_sandboxes
+
+    allow_new_sandboxes()  # a drive after an interrupted one (in the same process) may start agents again
     check_isolation(paths, cfg)
     with console.status("loading the loop (torch, langgraph)…"):
         importlib.import_module("sia.graph.graph")  # the slow import, under the spinner

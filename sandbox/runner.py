@@ -29,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -204,16 +205,23 @@ def _copy_back(box: Box, workdir: Path, limits: SandboxLimits) -> str:
 # SystemExit while a sandbox runs in another thread) still kills and frees them.
 _LIVE: dict[str, tuple[Box, CgroupBox | None]] = {}
 _INTERRUPTED: set[str] = set()  # boxes kill_live_sandboxes killed, until their run returns
+_STOPPING = threading.Event()  # set by kill_live_sandboxes: no new sandbox starts in this process
 
 
 def kill_live_sandboxes() -> None:
     """Kill every sandbox of this process now (on SIGTERM, SIGHUP or Ctrl-C); the threads that
     run them see their child end and clean up as usual."""
+    _STOPPING.set()  # a node still running in a worker thread must not start the next agent
     for name, (box, group) in list(_LIVE.items()):
         _INTERRUPTED.add(name)
         if group:
             group.kill()
         kill_uid(box.uid)
+
+
+def allow_new_sandboxes() -> None:
+    """Undo kill_live_sandboxes' stop for this process (a test, or a driver that goes on)."""
+    _STOPPING.clear()
 
 
 @atexit.register
@@ -243,6 +251,9 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
     readable = [Path(r).resolve() for r in readable]
     if bad := [r for r in readable if r == workdir or workdir in r.parents]:
         raise ValueError(f"readable paths inside the workdir would be writable: {bad}")
+    if _STOPPING.is_set():
+        return SandboxResult(returncode=None, stdout="", stderr="not started: the run is stopping", timed_out=False,
+                             wall_s=0.0, output_truncated=False, killed_leftovers=0, isolation=level, interrupted=True)
     if level == "unsafe":
         return _run_unsafe(argv, workdir, env, limits)
     lease = lease_uid()

@@ -250,6 +250,11 @@ def test_ctrl_c_keeps_the_run_resumable(capsys, tmp_path, monkeypatch):
     err = " ".join(err.split())  # rich wraps long paragraphs
     assert code == 130 and "Interrupted" in err and f"sia resume r3 --runs-dir {tmp_path}" in err
     assert not (tmp_path / "r3" / "sia.pid").exists()
+    from sia.config import SandboxLimits
+    from sia.sandbox.runner import allow_new_sandboxes, run_sandboxed
+
+    assert run_sandboxed(["/usr/bin/true"], tmp_path / "w", {}, SandboxLimits()).interrupted  # nothing new starts
+    allow_new_sandboxes()  # (this process goes on with other tests)
 
 
 def test_without_isolation_a_run_needs_the_unsafe_flag_and_is_marked(capsys, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from sia.config import SandboxLimits
 from sia.graph.state import Candidate
 from sia.nodes.evaluation import EvaluationInterrupted, evaluate
 from sia.nodes.common import sha
-from sia.sandbox.runner import SandboxResult, kill_live_sandboxes, run_sandboxed
+from sia.sandbox.runner import SandboxResult, allow_new_sandboxes, kill_live_sandboxes, run_sandboxed
 from tests.fakes import REFERENCE_AGENT, fake_services, make_tiny_task, shutdown
 
 
@@ -27,6 +27,9 @@ def test_a_sandbox_killed_by_kill_live_sandboxes_says_it_was_interrupted(tmp_pat
     kill_live_sandboxes()
     worker.join(30)
     assert out["r"].interrupted and not out["r"].timed_out and out["r"].wall_s < 20
+    refused = run_sandboxed(["/usr/bin/true"], tmp_path / "w3", {}, SandboxLimits(wall_timeout_s=60))
+    assert refused.interrupted and refused.returncode is None  # nothing new starts while stopping
+    allow_new_sandboxes()
     again = run_sandboxed(["/usr/bin/true"], tmp_path / "w2", {}, SandboxLimits(wall_timeout_s=60))
     assert again.returncode == 0 and not again.interrupted  # the mark does not outlive its run
 
