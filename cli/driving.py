@@ -124,7 +124,7 @@ def drive(paths: RunPaths, cfg, inputs, start_node: str | None, resume_cmd: str,
 
 
 def _drive(paths: RunPaths, cfg, inputs, start_node: str | None, resume_cmd: str, title: str) -> int:
-    from sia.sandbox.runner import allow_new_sandboxes
+    from sia.sandbox.live import allow_new_sandboxes
 
     allow_new_sandboxes()  # a drive after an interrupted one (in the same process) may start agents again
     check_isolation(paths, cfg)
@@ -158,7 +158,7 @@ def _stream(graph, paths: RunPaths, inputs, start_node, resume_cmd: str, title: 
                                                 stream_mode=["updates", "custom"], subgraphs=True):
                 view.handle(ns, mode, chunk)
     except KeyboardInterrupt:
-        from sia.sandbox.runner import kill_live_sandboxes
+        from sia.sandbox.live import kill_live_sandboxes
 
         kill_live_sandboxes()  # a sandbox running in a worker thread ends now, and cleans up there
         err_console.print(f"[yellow]Interrupted:[/] {escape(title)}, generation {view.gen} ({view.node}). Checkpoints "

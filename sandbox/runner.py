@@ -20,7 +20,6 @@ an output cap, and nothing of the child left running after `run_sandboxed` retur
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import resource
@@ -29,7 +28,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -42,6 +40,7 @@ from sia.sandbox.boxes import Box, bind_privately
 from sia.sandbox.bwrap import bwrap_argv, bwrap_path
 from sia.sandbox.cgroups import CgroupBox
 from sia.sandbox.files import UnsafeOutput, copy_child_tree
+from sia.sandbox import live
 from sia.sandbox.limits import rlimits
 from sia.sandbox.netns import NetJail, setns
 from sia.sandbox.seccomp import filter_fd
@@ -201,39 +200,6 @@ def _copy_back(box: Box, workdir: Path, limits: SandboxLimits) -> str:
     return ""
 
 
-# Boxes of this process that are still live, so an interpreter exit (a signal turned into
-# SystemExit while a sandbox runs in another thread) still kills and frees them.
-_LIVE: dict[str, tuple[Box, CgroupBox | None]] = {}
-_INTERRUPTED: set[str] = set()  # boxes kill_live_sandboxes killed, until their run returns
-_STOPPING = threading.Event()  # set by kill_live_sandboxes: no new sandbox starts in this process
-
-
-def kill_live_sandboxes() -> None:
-    """Kill every sandbox of this process now (on SIGTERM, SIGHUP or Ctrl-C); the threads that
-    run them see their child end and clean up as usual."""
-    _STOPPING.set()  # a node still running in a worker thread must not start the next agent
-    for name, (box, group) in list(_LIVE.items()):
-        _INTERRUPTED.add(name)
-        if group:
-            group.kill()
-        kill_uid(box.uid)
-
-
-def allow_new_sandboxes() -> None:
-    """Undo kill_live_sandboxes' stop for this process (a test, or a driver that goes on)."""
-    _STOPPING.clear()
-
-
-@atexit.register
-def _cleanup_live() -> None:
-    for box, group in list(_LIVE.values()):
-        if group:
-            group.kill()
-            group.remove()
-        kill_uid(box.uid)
-        box.destroy()
-
-
 def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: SandboxLimits,
                   readable: Sequence[Path] = (), forward_ports: Sequence[int] = (),
                   record_dir: Path | None = None) -> SandboxResult:
@@ -251,7 +217,7 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
     readable = [Path(r).resolve() for r in readable]
     if bad := [r for r in readable if r == workdir or workdir in r.parents]:
         raise ValueError(f"readable paths inside the workdir would be writable: {bad}")
-    if _STOPPING.is_set():
+    if live.stopping():
         return SandboxResult(returncode=None, stdout="", stderr="not started: the run is stopping", timed_out=False,
                              wall_s=0.0, output_truncated=False, killed_leftovers=0, isolation=level, interrupted=True)
     if level == "unsafe":
@@ -274,7 +240,7 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
         command = bwrap_argv(argv, uid=lease.uid, workdir=workdir, work_source=box.work, readable=box.readable,
                              scratch_mb=limits.scratch_mb, seccomp_fd=seccomp,
                              own_network=limits.isolate_network and jail is None, gpu=limits.gpu)
-        _LIVE[box.path.name] = (box, group)
+        live.register(box, group)
 
         def setup() -> None:  # in the forked child, before exec: still root here
             if group:
@@ -311,9 +277,7 @@ def run_sandboxed(argv: list[str], workdir: Path, env: dict[str, str], limits: S
             if box.work_mounted and proc is not None:
                 note = _copy_back(box, workdir, limits)
             box.destroy()
-            _LIVE.pop(box.path.name, None)
-            interrupted = box.path.name in _INTERRUPTED
-            _INTERRUPTED.discard(box.path.name)
+            interrupted = live.unregister(box)
         if group:
             group.remove()
         for folder in readable:  # no file of the uid outlives its lease

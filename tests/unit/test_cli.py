@@ -251,7 +251,8 @@ def test_ctrl_c_keeps_the_run_resumable(capsys, tmp_path, monkeypatch):
     assert code == 130 and "Interrupted" in err and f"sia resume r3 --runs-dir {tmp_path}" in err
     assert not (tmp_path / "r3" / "sia.pid").exists()
     from sia.config import SandboxLimits
-    from sia.sandbox.runner import allow_new_sandboxes, run_sandboxed
+    from sia.sandbox.live import allow_new_sandboxes
+    from sia.sandbox.runner import run_sandboxed
 
     assert run_sandboxed(["/usr/bin/true"], tmp_path / "w", {}, SandboxLimits()).interrupted  # nothing new starts
     allow_new_sandboxes()  # (this process goes on with other tests)

@@ -14,7 +14,8 @@ from sia.config import SandboxLimits
 from sia.graph.state import Candidate
 from sia.nodes.evaluation import EvaluationInterrupted, evaluate
 from sia.nodes.common import sha
-from sia.sandbox.runner import SandboxResult, allow_new_sandboxes, kill_live_sandboxes, run_sandboxed
+from sia.sandbox.live import allow_new_sandboxes, kill_live_sandboxes
+from sia.sandbox.runner import SandboxResult, run_sandboxed
 from tests.fakes import REFERENCE_AGENT, fake_services, make_tiny_task, shutdown
 
 
