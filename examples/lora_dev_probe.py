@@ -5,7 +5,8 @@
 
 The scaffold is the task's reference agent with library edits applied. It runs on the feedback
 split and on `--rollout` training-pool items, so the gateway records those calls; each variant
-trains a LoRA adapter on the rows the finetune subgraph would build from them (`sft_rows`), and
+trains a LoRA adapter on the rows the finetune subgraph would build from them (`sft_rows`; with
+`"method": "grpo"` or `"entropic"` in the variant, the recorded prompts, `reward_rows`), and
 base and adapters are scored on "dev": the last `--dev` items of the training pool, which are
 never feedback, selection, test or rollout items. Dev is scored `--dev-chunk` items at a time:
 an agent's view of the training data is the pool minus the items it predicts, so scoring 150
@@ -27,7 +28,7 @@ from rich.table import Table
 
 from sia.config import FinetuneConfig
 from sia.config import RunConfig
-from sia.finetune.records import sft_rows
+from sia.finetune.records import resolve_method, reward_rows, sft_rows
 from sia.graph.state import Candidate
 from sia.nodes.common import sha
 from sia.nodes.evaluation import evaluate
@@ -80,19 +81,24 @@ def probe(svc, task, edits: list[str], variants: list[dict], dev_items: int, dev
     evaluate(svc, task, base, ["feedback"])
     evaluate(svc, task, base, ["rollout"], purpose="rollout")
     rows, stats = sft_rows(svc.db, svc.paths.run_id, base.scaffold_sha)
+    prompts, prompt_stats = reward_rows(svc.db, svc.paths.run_id, base.scaffold_sha)
     base_score, base_items = score_dev(svc, task, base, dev, dev_chunk)
     results = [{"model": "base", "dev": base_score}]
     report(results[-1])
     for i, variant in enumerate(variants):
         out = svc.paths.root / "adapters" / f"probe_{i}"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "dataset.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         settings = FinetuneConfig(**(svc.config.finetune.model_dump() | variant))
+        method, _ = resolve_method(settings.method, prompt_stats["label"], prompt_stats["task"])
+        settings.method = method
+        data = rows if method == "sft" else prompts
+        (out / "dataset.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data))
         summary = svc.trainer.train(out / "dataset.jsonl", svc.base_model(), out, settings)
         adapter = base.model_copy(update={"adapter": str(out.relative_to(svc.paths.root))})
         score, items = score_dev(svc, task, adapter, dev, dev_chunk)
-        results.append({"model": json.dumps(variant), "steps": summary.get("steps"), "train_loss": summary.get("train_loss"),
-                        "train_s": summary.get("wall_s"), "dev": score, **wins_losses(items, base_items)})
+        results.append({"model": json.dumps(variant), "method": method, "rows": len(data), "steps": summary.get("steps"),
+                        "train_loss": summary.get("train_loss"), "train_s": summary.get("wall_s"),
+                        "rewards": summary.get("reward_history"), "dev": score, **wins_losses(items, base_items)})
         report(results[-1])
     return results, stats
 
@@ -115,11 +121,12 @@ def main() -> None:
                            [json.loads(v) for v in args.variant], args.dev, args.dev_chunk,
                            report=lambda r: console.print(f"{r['model']}: dev {r['dev']:.3f}"))
     table = Table(title=f"{task.name}: dev = {args.dev} held-out pool items; training rows {stats}")
-    for column in ("model", "steps", "final loss", "train s", "dev accuracy", "wins / losses vs base"):
+    for column in ("model", "method", "rows", "steps", "final loss", "train s", "dev accuracy", "wins / losses vs base"):
         table.add_column(column)
     for r in results:
         fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
-        table.add_row(r["model"], fmt(r.get("steps"), "d"), fmt(r.get("train_loss"), ".3f"),
+        table.add_row(r["model"], r.get("method", ""), fmt(r.get("rows"), "d"), fmt(r.get("steps"), "d"),
+                      fmt(r.get("train_loss"), ".3f"),
                       fmt(r.get("train_s"), ".0f"), f"{r['dev']:.3f}",
                       f"{r['wins']:.3f} / {r['losses']:.3f}" if "wins" in r else "")
     console.print(table)

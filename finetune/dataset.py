@@ -3,7 +3,8 @@
 Each row is `{"messages": [{"role": ..., "content": ...}, ...], "completion": "text"}`.
 Rows become TRL's conversational prompt-completion form, `prompt` (the messages)
 plus `completion` (one assistant message), for which SFTTrainer computes the loss
-on the completion tokens only.
+on the completion tokens only. A GRPO/entropic dataset has `"item"` and `"reward_spec"` (see
+`finetune.rewards`) instead of a completion: the trainer samples the completions itself.
 
 The rows come from calls the agent made (finetune.records), so one malformed row must not
 cost the whole dataset: a bad row (not JSON, an unknown role, no completion, ...) is dropped,
@@ -26,10 +27,10 @@ class DatasetError(ValueError):
     """The dataset file is missing, malformed or too small; the message names file and row."""
 
 
-def _check_row(row: object, where: str) -> dict:
+def _check_prompt(row: object, where: str) -> list[dict]:
     if not isinstance(row, dict):
         raise DatasetError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    messages, completion = row.get("messages"), row.get("completion")
+    messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
         raise DatasetError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
     prompt = []
@@ -43,6 +44,11 @@ def _check_row(row: object, where: str) -> dict:
             raise DatasetError(f"{where}: messages[{i}].content must be a string")
         # Only role/content: extra keys would give rows different Arrow schemas.
         prompt.append({"role": role, "content": content})
+    return prompt
+
+
+def _check_row(row: object, where: str) -> dict:
+    prompt, completion = _check_prompt(row, where), row.get("completion")
     if not isinstance(completion, str) or not completion.strip():
         raise DatasetError(f"{where}: 'completion' must be a non-empty string")
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": completion}]}
@@ -56,8 +62,23 @@ class SftRows:
     dropped: list[str] = field(default_factory=list)
 
 
-def read_sft_rows(path: Path) -> SftRows:
-    """Every valid prompt-completion row of a JSONL file; bad rows are dropped and named."""
+def _check_reward_row(row: object, where: str) -> dict:
+    """A GRPO/entropic row: the prompt, its item tag and how to score a completion (JSON text)."""
+    prompt, spec, item = _check_prompt(row, where), row.get("reward_spec"), row.get("item")
+    try:
+        kind = json.loads(spec).get("kind") if isinstance(spec, str) else None
+    except (ValueError, AttributeError):
+        kind = None
+    if kind not in ("label", "task"):
+        raise DatasetError(f"{where}: 'reward_spec' must be a JSON object with kind 'label' or 'task'")
+    if item is not None and not isinstance(item, str):
+        raise DatasetError(f"{where}: 'item' must be an item tag (a string) or null")
+    return {"prompt": prompt, "item": item or "", "reward_spec": spec}
+
+
+def read_sft_rows(path: Path, check=_check_row) -> SftRows:
+    """Every valid prompt-completion row of a JSONL file (with `check=_check_reward_row`: every valid
+    prompt-reward row); bad rows are dropped and named."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: dataset file not found")
@@ -68,7 +89,7 @@ def read_sft_rows(path: Path) -> SftRows:
                 continue
             where = f"{path} line {lineno}"
             try:
-                out.rows.append(_check_row(json.loads(line), where))
+                out.rows.append(check(json.loads(line), where))
             except json.JSONDecodeError as error:
                 out.dropped.append(f"{where}: not valid JSON ({error.msg} at column {error.colno})")
             except (DatasetError, RecursionError) as error:
@@ -76,11 +97,12 @@ def read_sft_rows(path: Path) -> SftRows:
     return out
 
 
-def load_sft_rows(path: Path, min_examples: int = 1) -> list[dict]:
-    """Validated prompt-completion rows from a JSONL file, bad rows dropped (and logged); raises
-    DatasetError, naming the file, when fewer than `min_examples` valid rows are left."""
+def load_sft_rows(path: Path, min_examples: int = 1, rewards: bool = False) -> list[dict]:
+    """Validated prompt-completion rows (with `rewards`: prompt-reward rows) from a JSONL file, bad
+    rows dropped (and logged); raises DatasetError, naming the file, when fewer than `min_examples`
+    valid rows are left."""
     path = Path(path)
-    found = read_sft_rows(path)
+    found = read_sft_rows(path, _check_reward_row if rewards else _check_row)
     for problem in found.dropped[:20]:
         log.warning("dropped training row: %s", problem)
     if found.dropped:

@@ -1,4 +1,4 @@
-"""LoRA SFT in its own process: `python -m sia.finetune.train_lora --dataset D.jsonl --base MODEL_DIR
+"""LoRA training (SFT, or GRPO/entropic from rewards: `finetune.grpo`) in its own process: `python -m sia.finetune.train_lora --dataset D.jsonl --base MODEL_DIR
 --out OUT [--config CONFIG.json]`.
 
 Stdout carries only JSON event lines (`start`, `loaded`, `train_begin`, `train_step`, `done`,
@@ -49,6 +49,13 @@ def _import_backend(config: FinetuneConfig, events: _Events) -> tuple[str, str |
     """Import Unsloth first when asked (it patches trl/transformers on import)."""
     if config.backend != "unsloth":
         return "trl", None
+    if config.method in ("grpo", "entropic"):
+        import torch
+
+        if not torch.cuda.is_available():  # not even imported: its patches would reach TRL's GRPOTrainer
+            reason = "Unsloth's GRPO path needs a GPU; TRL's GRPOTrainer with PEFT trains on the CPU"
+            print(f"train_lora: {reason}", file=sys.stderr)
+            return "trl", reason
     try:
         import unsloth  # noqa: F401
     except Exception as error:  # unsloth raises many kinds on a broken install
@@ -149,10 +156,16 @@ def _make_callback(events: _Events, timings: list[float]):
     return ProgressCallback()
 
 
+def _reward_summary(book) -> dict:
+    """Mean sampled reward per generation step of this process, and how many rewards were scored."""
+    return {"reward_history": book.mean_by_step(), "rewards_scored": book.scored, "rewards_reused": book.reused}
+
+
 def train(dataset: Path, base: Path, out: Path, config: FinetuneConfig, events: _Events) -> dict:
     started = time.time()
+    rewarded = config.method in ("grpo", "entropic")
     try:
-        rows = load_sft_rows(dataset, config.min_examples)
+        rows = load_sft_rows(dataset, config.min_examples, rewards=rewarded)
     except DatasetError as error:
         _fail(events, str(error), 2)
     if not (base / "config.json").is_file():
@@ -191,30 +204,39 @@ def train(dataset: Path, base: Path, out: Path, config: FinetuneConfig, events: 
     from sia.precision import use_bf16
 
     bf16 = use_bf16(config.precision)
-    args = SFTConfig(
+    common = dict(
         output_dir=str(trainer_dir), num_train_epochs=config.epochs, max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate, seed=config.seed, max_length=config.max_length, bf16=bf16,
+        learning_rate=config.learning_rate, seed=config.seed, bf16=bf16,
         fp16=False, use_cpu=not torch.cuda.is_available(), gradient_checkpointing=config.gradient_checkpointing,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
         logging_steps=1, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
     )
     timings: list[float] = []
-    if backend == "trl" and not torch.cuda.is_available():
-        SFTTrainer = _plain_loss_trainer(SFTTrainer)
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[_make_callback(events, timings)],
-    )
-    used = len(trainer.train_dataset)
-    if used == 0:
-        _fail(events, f"{dataset}: every prompt is longer than max_length={config.max_length} tokens", 2)
-    if used < len(rows):
-        print(f"train_lora: {len(rows) - used} of {len(rows)} examples dropped: their prompt fills "
-              f"max_length={config.max_length} tokens", file=sys.stderr)
-    labels = trainer.train_dataset["labels"]
-    tokens = {"tokens": sum(map(len, labels)), "trained_tokens": sum(t != -100 for row in labels for t in row)}
-    events.emit("loaded", backend=backend, examples=used, resumed_from_step=resumed_step, **tokens)
+    book = None
+    if rewarded:
+        from sia.finetune.grpo import reward_trainer
+
+        trainer, book = reward_trainer(model, tokenizer, peft_config, rows, out, config, common,
+                                       _make_callback(events, timings))
+        used, tokens = len(rows), {}
+    else:
+        if backend == "trl" and not torch.cuda.is_available():
+            SFTTrainer = _plain_loss_trainer(SFTTrainer)
+        trainer = SFTTrainer(
+            model=model, args=SFTConfig(**common, max_length=config.max_length), train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer, peft_config=peft_config, callbacks=[_make_callback(events, timings)],
+        )
+        used = len(trainer.train_dataset)
+        if used == 0:
+            _fail(events, f"{dataset}: every prompt is longer than max_length={config.max_length} tokens", 2)
+        if used < len(rows):
+            print(f"train_lora: {len(rows) - used} of {len(rows)} examples dropped: their prompt fills "
+                  f"max_length={config.max_length} tokens", file=sys.stderr)
+        labels = trainer.train_dataset["labels"]
+        tokens = {"tokens": sum(map(len, labels)), "trained_tokens": sum(t != -100 for row in labels for t in row)}
+    events.emit("loaded", backend=backend, method=config.method, examples=used, resumed_from_step=resumed_step,
+                **tokens)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     save_adapter_atomically(trainer.model, out / "adapter")
@@ -223,6 +245,7 @@ def train(dataset: Path, base: Path, out: Path, config: FinetuneConfig, events: 
     summary = {
         "backend": backend,
         "backend_requested": config.backend,
+        "method": config.method,
         "precision": "bf16" if bf16 else "fp32",
         "fallback_reason": fallback_reason,
         "steps": trainer.state.global_step,
@@ -238,6 +261,7 @@ def train(dataset: Path, base: Path, out: Path, config: FinetuneConfig, events: 
         "step_times_s": [round(t, 4) for t in timings],
         "mean_step_s": round(sum(steady) / len(steady), 4) if steady else None,
         "adapter_dir": str(out / "adapter"),
+        **(_reward_summary(book) if book is not None else {}),
         "config": config.model_dump(),
     }
     write_json_atomic(out / "train_summary.json", summary)

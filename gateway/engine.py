@@ -117,7 +117,8 @@ class Engine:
         model, tokenizer = load_model(path, adapter, precision)
         return cls(model, tokenizer, name)
 
-    def _grammar(self, schema: dict):
+    def grammar(self, schema: dict):
+        """The compiled xgrammar grammar of a JSON schema (kept in a small LRU)."""
         import xgrammar as xgr
 
         key = json.dumps(schema, sort_keys=True)
@@ -145,7 +146,7 @@ class Engine:
         first = batch[0]
         prompts = [self.render(r.messages) for r in batch]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        grammars = [self._grammar(r.json_schema) if r.json_schema else None for r in batch]
+        grammars = [self.grammar(r.json_schema) if r.json_schema else None for r in batch]
         eos_id = self.tokenizer.eos_token_id
         prompt_tokens = [int(n) for n in enc["attention_mask"].sum(-1)]
         if first.temperature <= 0 and self.decoding == "jump-forward":

@@ -62,6 +62,8 @@ class SIAState(SIAInput):
     history: Annotated[list[GenerationResult], operator.add] = Field(default_factory=list)
     diagnosis: str = Field("", description="The Feedback-Agent's latest diagnosis.")
     next_lever: Lever | None = Field(None, description="The lever chosen for the next generation.")
+    next_method: Literal["sft", "grpo", "entropic"] | None = Field(
+        None, description="The training method the Feedback-Agent named with the weights lever (None: the config's).")
     tried: list[str] = Field(default_factory=list, description="Scaffold edits already proposed (nodes return the whole list).")
     lever_started: float | None = Field(None, description="Clock time when the current lever began (for wall time).")
     pending_result: GenerationResult | None = Field(None, description="A generation whose lever yielded no candidate, for record_failure to record.")
@@ -89,6 +91,7 @@ class FinetuneState(SIAState):
     dataset_rows: int = 0
     adapter_dir: str | None = None
     train_summary: dict | None = None
+    method: str | None = Field(None, description="The training method this generation uses (sft, grpo, entropic).")
 
 
 class SubgraphOutput(BaseModel):

@@ -28,6 +28,8 @@ from sia.nodes.services import services
 class FeedbackDecision(BaseModel):
     diagnosis: str = Field(description="What goes wrong and why, in a few sentences.", pattern=r"^[^\x00-\x1f]*$")
     lever: Literal["scaffold", "weights", "stop"]
+    method: Literal["sft", "grpo", "entropic"] | None = Field(
+        None, description="With lever 'weights': the training method (None: the run's finetune.method).")
 
 
 class LeverChoice(BaseModel):
@@ -52,6 +54,7 @@ def feedback(state: SIAState, runtime: Runtime[RunContext]) -> dict:
     llm = svc.llm("feedback") if asks else None  # built only when asked: a remote role may lack its key
     writes_code = llm.can_write_code if llm else svc.config.feedback.can_write_code
     llm_lever, diagnosis, parsed = None, "" if writes_code else stats.summary(computed), True
+    llm_method = None
     if llm is not None:
         history = _history_text(state)
         try:
@@ -59,7 +62,7 @@ def feedback(state: SIAState, runtime: Runtime[RunContext]) -> dict:
                 decision = llm.structured(prompts.FEEDBACK_SYSTEM, prompts.FEEDBACK_USER.format(
                     task=state.task, weights_available=svc.config.weights_available, history=history,
                     failures=failures), FeedbackDecision)
-                llm_lever, diagnosis = decision.lever, decision.diagnosis
+                llm_lever, diagnosis, llm_method = decision.lever, decision.diagnosis, decision.method
             else:
                 llm_lever = llm.structured(prompts.LEVER_SYSTEM, prompts.LEVER_USER.format(
                     task=state.task, weights_available=svc.config.weights_available, history=history,
@@ -77,8 +80,10 @@ def feedback(state: SIAState, runtime: Runtime[RunContext]) -> dict:
     write_text_atomic(svc.paths.gen(state.generation) / "feedback.md",
                       f"# Feedback after generation {state.generation}\n\nDiagnosis ({source}): {diagnosis}\n\n"
                       f"Feedback-Agent's lever: {llm_lever if parsed else '(its reply did not parse)'}\n"
-                      f"Chosen lever: {lever} ({why})\n\n"
+                      f"Chosen lever: {lever} ({why})\n"
+                      f"Training method named by the Feedback-Agent: {llm_method or '(none)'}\n\n"
                       f"## Feedback-split statistics\n\n{computed_line}{stats.markdown(computed)}\n"
                       f"Failures:\n{failures}\n")
     emit({"event": "lever", "generation": state.generation, "lever": lever, "why": why})
-    return {"diagnosis": diagnosis, "next_lever": lever, "errors": errors, "lever_started": svc.clock()}
+    return {"diagnosis": diagnosis, "next_lever": lever, "next_method": llm_method if lever == "weights" else None,
+            "errors": errors, "lever_started": svc.clock()}

@@ -24,7 +24,11 @@ Menu of edits (id: what it does):
 FEEDBACK_SYSTEM = """You are the Feedback-Agent of a self-improving AI system. You read how the current task
 agent did on the feedback items and the history of generations, write a short diagnosis, and choose
 the next lever: "scaffold" (rewrite the agent's code and prompts), "weights" (fine-tune the target
-model with LoRA on the rewarded outputs) or "stop". Reply with JSON {"diagnosis": "...", "lever": "..."}."""
+model with LoRA) or "stop". With "weights" you may name the training method: "sft" (learn the rewarded
+outputs and the gold answers), "grpo" (sample several outputs per prompt and reinforce the better-scored
+ones; for tasks scored without an answer key) or "entropic" (GRPO with the push concentrated on each
+group's best outputs); leave it null to let the run decide. Reply with JSON
+{"diagnosis": "...", "lever": "...", "method": null}."""
 
 FEEDBACK_USER = """Task: {task}
 Weights lever available: {weights_available}

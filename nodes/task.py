@@ -37,7 +37,11 @@ def task(state: SIAState, runtime: Runtime[RunContext]) -> dict:
         scores = evaluate(svc, task_, cand, ["selection"], limit=state.limit, log_dir=gen_dir, emit=emit)
         verdict = judge(svc, task_, state, scores["selection"].items)
         if verdict.accepted or svc.config.report_rejected:
-            scores.update(evaluate(svc, task_, cand, ["feedback", "test"], limit=state.limit, log_dir=gen_dir, emit=emit))
+            # Two agent runs, not one: a call in a run that sees test inputs could name a feedback item's
+            # tag, and feedback calls become training data (finetune.records); nor could a task whose
+            # agent makes one call per run (TriMul) tell which of its items to name.
+            for split in ("feedback", "test"):
+                scores.update(evaluate(svc, task_, cand, [split], limit=state.limit, log_dir=gen_dir, emit=emit))
     except ProtectedFilesChanged as exc:
         return _flag(svc, state, cand, str(exc))
     sel, accepted = scores["selection"].score, verdict.accepted

@@ -82,6 +82,26 @@ class FinetuneConfig(BaseModel):
         "load the model; the summary records which backend ran. False makes that failure fatal.",
     )
     min_examples: int = Field(4, ge=1, description="Refuse datasets with fewer valid rows than this.")
+    method: Literal["auto", "sft", "grpo", "entropic"] = Field(
+        "auto",
+        description="'sft': rewarded completions kept, the others replaced by the gold answer. 'grpo': a group "
+        "of completions sampled per recorded prompt, each rewarded by the task's own scoring, group-normalised "
+        "advantages (TRL's GRPOTrainer). 'entropic': the same samples, advantages from an exponential tilt of "
+        "the group's rewards (weights proportional to exp(reward / entropic_tau)). 'auto': sft where the "
+        "training items have gold answers, grpo where the task only gives rewards. The Feedback-Agent may name "
+        "the method when it picks the weights lever.",
+    )
+    num_generations: int = Field(4, ge=2, description="GRPO/entropic: completions sampled per prompt (one group).")
+    max_completion_length: int = Field(
+        96, ge=1, description="GRPO/entropic: token limit of each sampled completion (the scaffold's max_tokens is "
+        "a good value).")
+    temperature: float = Field(0.7, gt=0, description="GRPO/entropic: sampling temperature of the groups (at 1.0 "
+                               "most of the 135M model's samples wander off the question).")
+    entropic_tau: float = Field(
+        0.5, gt=0, description="Entropic: temperature of the tilt; small values put nearly all the weight on the "
+        "group's best completion, large ones approach GRPO without the std scaling.")
+    kl_beta: float = Field(0.0, ge=0, description="GRPO/entropic: KL penalty to the base model (0: no reference "
+                           "model is kept, half the memory and time).")
 
     @field_validator("target_modules")
     @classmethod
@@ -106,6 +126,13 @@ class FinetuneConfig(BaseModel):
                 f"lora_alpha / lora_r = {self.lora_alpha:g} / {self.lora_r} = {ratio:g} scales the LoRA update "
                 "far outside the usual range (1 to 2); the two values are probably swapped or mistyped"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> "FinetuneConfig":
+        if self.method in ("grpo", "entropic") and self.examples_per_step() % self.num_generations:
+            raise ValueError(f"batch_size * grad_accum = {self.examples_per_step()} must be a multiple of "
+                             f"num_generations = {self.num_generations} (each step trains on whole groups)")
         return self
 
     def examples_per_step(self) -> int:

@@ -77,3 +77,18 @@ class Task(Protocol):
         with the agent's output as a whole (None when it could be read). `out_dir` is the agent's
         working folder: untrusted. A task's own evaluator runs in `sandbox`, never in this process.
         Raises `tasks.evaluator.EvaluatorError` only for a fault of the evaluator itself."""
+
+
+class RewardedTask(Task, Protocol):
+    """A task with no answer key for single completions, whose target-model completions can still be
+    scored one at a time: the reward path of the weights lever (GRPO, entropic weighting) calls this.
+    Classification tasks do not need it: a completion's reward there is its label against the gold."""
+
+    def completion_reward(self, completion: str, item_id: str | None, *, sandbox, limits: SandboxLimits,
+                          python: str) -> float:
+        """The reward of one completion the target model gave to a prompt the scaffold sent for the
+        feedback-split item `item_id` (None: the call named no item; score it on the feedback tier).
+        Whatever program the completion contains runs in `sandbox`, never in this process, and only
+        on feedback-tier inputs: raise `TaskError` if `item_id` belongs to selection or test. A
+        completion that is not a program, crashes, hangs or is wrong gets the task's lowest reward;
+        it never raises for that. Higher is better; deterministic for the same completion."""

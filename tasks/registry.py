@@ -17,11 +17,16 @@ from sia.tasks.scrna_denoise.prepare import REFERENCE_AGENT as SCRNA_AGENT
 from sia.tasks.scrna_denoise.prepare import prepare as prepare_scrna_denoise
 from sia.tasks.sia_folder import SIAFolderTask, is_sia_folder
 from sia.tasks.spaceship_titanic.prepare import prepare as prepare_spaceship_titanic
+from sia.tasks.trimul.loop_task import REFERENCE_AGENT as TRIMUL_AGENT
+from sia.tasks.trimul.loop_task import TriMulTask, is_trimul_folder
+from sia.tasks.trimul.loop_task import prepare as prepare_trimul
 
 BUILTIN = {"lawbench-mini": prepare_lawbench_mini, "lawbench": prepare_lawbench,
-           "spaceship-titanic": prepare_spaceship_titanic, "scrna-denoise": prepare_scrna_denoise}
-# The packaged reference agent of a built-in task, re-copied on use so an upgrade takes effect.
-REFERENCE_AGENTS = dict.fromkeys(BUILTIN, CLASSIFIER_AGENT) | {"scrna-denoise": SCRNA_AGENT}
+           "spaceship-titanic": prepare_spaceship_titanic, "scrna-denoise": prepare_scrna_denoise,
+           "trimul": prepare_trimul}
+# The packaged reference agent of a built-in task, re-copied on use so an upgrade takes effect
+# (TriMul's is used from the package itself).
+REFERENCE_AGENTS = dict.fromkeys(BUILTIN, CLASSIFIER_AGENT) | {"scrna-denoise": SCRNA_AGENT, "trimul": TRIMUL_AGENT}
 # Packaged sia_task.json of built-in tasks whose split sizes are not the defaults (re-written on use too).
 PACKAGED_SPECS = {"lawbench-mini": LAWBENCH_MINI_SPEC}
 
@@ -37,12 +42,15 @@ def prepare_task(name: str, force: bool = False) -> Path:
 
 
 def load_folder(path: Path) -> Task:
-    """A task folder in our layout, or an unmodified SIA task folder (`data/public/task.md`)."""
+    """A task folder in our layout, an unmodified SIA task folder (`data/public/task.md`), or a
+    prepared TriMul folder (`sia_task.json` of kind "trimul")."""
+    if is_trimul_folder(path):
+        return TriMulTask.load(path)
     return SIAFolderTask.load(path) if is_sia_folder(path) else CsvTask.load(path)
 
 
 def is_task_folder(path: Path) -> bool:
-    return (path / "task.md").exists() or is_sia_folder(path)
+    return (path / "task.md").exists() or is_sia_folder(path) or is_trimul_folder(path)
 
 
 def resolve_task(name_or_dir: str) -> Task:

@@ -219,7 +219,7 @@ class FakeTrainer:
 
     def train(self, dataset: Path, base: Path, out: Path, config, on_event=None) -> dict:
         dataset, out = Path(dataset), Path(out)
-        self.calls.append({"dataset": dataset, "base": Path(base), "out": out})
+        self.calls.append({"dataset": dataset, "base": Path(base), "out": out, "config": config})
         out.mkdir(parents=True, exist_ok=True)
         if self.fail:
             (out / "train.log").write_text("fake trainer: told to fail\n")

@@ -78,15 +78,19 @@ def _limits(device: str, timeout: float, output_bytes: int) -> SandboxLimits:
                          open_files=1024, disk_mb=256 + output_mb, file_size_mb=256 + output_mb, gpu=device == "cuda")
 
 
-def _run_child(args: list[str], work: Path, device: str, timeout: float,
-               output_bytes: int = 0) -> tuple[int | None, str]:
+def _run_child(args: list[str], work: Path, device: str, timeout: float, output_bytes: int = 0, *,
+               sandbox=None, python: str | None = None, allow_unsafe: bool = False) -> tuple[int | None, str]:
     """Run run_solution in the sandbox in `work` (which holds its inputs and gets its outputs,
-    `output_bytes` at most); (returncode or None on timeout, output tail)."""
+    `output_bytes` at most); (returncode or None on timeout, output tail). `sandbox`: a
+    `sandbox.runner.SandboxRunner` (default: `run_sandboxed` itself); `allow_unsafe` carries the
+    caller's `--unsafe-sandbox` waiver into this child's limits."""
     env = {"TRITON_INTERPRET": "1"} if device == "cpu" else {}  # Triton's NumPy interpreter on CPU tensors
     # Which GPU to use is the caller's choice, not a secret.
     env |= {name: os.environ[name] for name in ("CUDA_VISIBLE_DEVICES",) if name in os.environ}
-    result = run_sandboxed([sys.executable, "-m", "sia.tasks.trimul.run_solution", *args], work, env,
-                           _limits(device, timeout, output_bytes))
+    argv = [python or sys.executable, "-m", "sia.tasks.trimul.run_solution", *args]
+    limits = _limits(device, timeout, output_bytes).model_copy(update={"allow_unsafe": allow_unsafe})
+    result = (sandbox.run(argv, work, env, limits) if sandbox is not None
+              else run_sandboxed(argv, work, env, limits))
     return (None if result.timed_out else result.returncode), _tail(result.stdout + result.stderr)
 
 
@@ -124,15 +128,20 @@ def _exit_text(code: int | None, timeout: float, output: str) -> str:
 
 
 def check(solution: str | os.PathLike, shapes=TEST_SHAPES, seeds=(0, 1), device: str | None = None,
-          timeout: float = 300.0) -> dict:
+          timeout: float = 300.0, *, cases: list[dict] | None = None, timing: tuple[int, int] | None = None,
+          sandbox=None, python: str | None = None, allow_unsafe: bool = False) -> dict:
     """Run `solution` on every (shape, seed) and compare each output with the reference.
 
     Returns {"ok", "reason", "device", "cases": [{"shape", "seed", "ok", "reason"}]}; never raises
-    for anything the solution does.
+    for anything the solution does. `cases` (dicts of shape and seed) replaces shapes x seeds.
+    With `timing` = (warm-up, repeats), every case also gets "ref_s" and "sol_s" (median seconds
+    per call of the reference and of the solution, measured in the solution's child: CUDA events
+    on a GPU, wall clock on CPU) or "timing_error". `sandbox`, `python`, `allow_unsafe`: see `_run_child`.
     """
     device = device or default_device()
     path = Path(solution).resolve()
-    cases = [dict(shape, seed=seed) for shape in shapes for seed in seeds]
+    cases = [dict(c) for c in cases] if cases is not None else [dict(shape, seed=seed) for shape in shapes
+                                                                 for seed in seeds]
     result = {"ok": False, "reason": "", "device": device, "cases": []}
     if not path.is_file():
         result["reason"] = f"no solution file at {path}"
@@ -140,8 +149,10 @@ def check(solution: str | os.PathLike, shapes=TEST_SHAPES, seeds=(0, 1), device:
     with private_scratch("trimul_check_") as work:
         copy_private_file(path, work / "solution.py")
         write_private_text(work / "cases.json", json.dumps(cases))
+        timed = ["--time-warmup", str(timing[0]), "--time-repeats", str(timing[1])] if timing else []
         code, output = _run_child(["check", "--solution", "solution.py", "--cases", "cases.json", "--outdir", ".",
-                                   "--device", device], work, device, timeout, sum(map(_output_bytes, cases)))
+                                   "--device", device, *timed], work, device, timeout, sum(map(_output_bytes, cases)),
+                                  sandbox=sandbox, python=python, allow_unsafe=allow_unsafe)
         try:
             import_error = read_child_file(work, "import_error.txt", max_bytes=_TEXT_BYTES)
         except UnsafeOutput as exc:
@@ -149,10 +160,12 @@ def check(solution: str | os.PathLike, shapes=TEST_SHAPES, seeds=(0, 1), device:
         if import_error is not None:
             result["reason"] = "could not import the solution: " + _tail(import_error.decode(errors="replace"))
             return result
+        times = _timings(work) if timing else {}
         for k, case in enumerate(cases):
             ok, reason = _case_verdict(work, k, case, device, code, timeout, output)
             shape = {key: v for key, v in case.items() if key != "seed"}
-            result["cases"].append({"shape": shape, "seed": case["seed"], "ok": ok, "reason": reason})
+            result["cases"].append({"shape": shape, "seed": case["seed"], "ok": ok, "reason": reason,
+                                    **(_case_times(times.get(str(k))) if timing else {})})
     failed = [c for c in result["cases"] if not c["ok"]]
     result["ok"] = bool(cases) and not failed
     if failed:
@@ -162,6 +175,25 @@ def check(solution: str | os.PathLike, shapes=TEST_SHAPES, seeds=(0, 1), device:
     elif not cases:
         result["reason"] = "no cases to check"
     return result
+
+
+def _timings(work: Path) -> dict:
+    """The child's timings.json (untrusted): {case index: {...}}, or {} when it left none."""
+    try:
+        data = json.loads(read_child_file(work, "timings.json", max_bytes=_TEXT_BYTES) or b"{}")
+    except (UnsafeOutput, ValueError):
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def _case_times(entry) -> dict:
+    """{"ref_s", "sol_s"} of one case when both are positive finite numbers, else {"timing_error"}."""
+    if not isinstance(entry, dict):
+        return {"timing_error": "not timed (the solution process stopped first)"}
+    values = [entry.get("ref_s"), entry.get("sol_s")]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values):
+        return {"ref_s": float(values[0]), "sol_s": float(values[1])}
+    return {"timing_error": _tail(str(entry.get("error") or "no time for this case"), 1000)}
 
 
 def benchmark(solution: str | os.PathLike, shapes=BENCHMARK_SHAPES, check_shapes=TEST_SHAPES,

@@ -420,8 +420,8 @@ def test_the_engine_keeps_a_bounded_number_of_grammars():
     engine._compiler = Compiler()
     schemas = [{"type": "string", "enum": [f"label-{i}", "other"]} for i in range(300)]
     for schema in schemas:
-        engine._grammar(schema)
+        engine.grammar(schema)
     assert len(engine._grammars) <= 128
-    engine._grammar(schemas[-1])  # a recent one is still cached
+    engine.grammar(schemas[-1])  # a recent one is still cached
     assert len(compiled) == 300
 

@@ -237,7 +237,7 @@ def test_too_few_rows_stops_finetune_before_training(tmp_path, task_dir):
     config = fake_config(tmp_path, finetune={"min_examples": 1000})
     svc, out, trace = run(tmp_path, task_dir, [decide("weights")], trainer=trainer, config=config)
     assert trace == START + sub("finetune", "build_dataset") + FAILED_END
-    assert trainer.calls == [] and "training rows (need 1000)" in out["history"][1].note
+    assert trainer.calls == [] and "only 9 sft training rows (need 1000)" in out["history"][1].note
     assert not out["history"][1].accepted and any(e.startswith("gen 2 finetune: only") for e in out["errors"])
 
 

@@ -76,3 +76,13 @@ def test_probe_names_an_unknown_edit(tmp_path, svc):
     task = CsvTask.load(make_tiny_task(tmp_path / "tiny"))
     with pytest.raises(ValueError, match="unknown edits \\['retrieved-shots-9'\\]"):
         load_example().probe(svc, task, ["retrieved-shots-9"], [], dev_items=4)
+
+
+def test_a_grpo_variant_trains_on_the_recorded_prompts_with_their_reward_specs(tmp_path, svc):
+    task = CsvTask.load(make_tiny_task(tmp_path / "tiny"))
+    results, _ = load_example().probe(svc, task, [], [{"method": "grpo"}], dev_items=4)
+    (call,) = svc.trainer.calls
+    assert call["config"].method == "grpo" and results[1]["method"] == "grpo"
+    rows = [json.loads(line) for line in call["dataset"].read_text().splitlines()]
+    assert len(rows) == results[1]["rows"] == 3 + 6  # one per recorded feedback and rollout prompt
+    assert all("completion" not in r and json.loads(r["reward_spec"])["kind"] == "label" for r in rows)
