@@ -37,11 +37,12 @@ def task(state: SIAState, runtime: Runtime[RunContext]) -> dict:
         scores = evaluate(svc, task_, cand, ["selection"], limit=state.limit, log_dir=gen_dir, emit=emit)
         verdict = judge(svc, task_, state, scores["selection"].items)
         if verdict.accepted or svc.config.report_rejected:
-            # Two agent runs, not one: a call in a run that sees test inputs could name a feedback item's
-            # tag, and feedback calls become training data (finetune.records); nor could a task whose
-            # agent makes one call per run (TriMul) tell which of its items to name.
-            for split in ("feedback", "test"):
-                scores.update(evaluate(svc, task_, cand, [split], limit=state.limit, log_dir=gen_dir, emit=emit))
+            # An agent whose model calls belong to the whole run, not to one item (TriMul writes one
+            # program), names some item of the run: feedback gets its own run, so that item is a
+            # feedback item and the calls can become training data (finetune.records).
+            runs = [["feedback", "test"]] if getattr(task_, "per_item_calls", True) else [["feedback"], ["test"]]
+            for splits in runs:
+                scores.update(evaluate(svc, task_, cand, splits, limit=state.limit, log_dir=gen_dir, emit=emit))
     except ProtectedFilesChanged as exc:
         return _flag(svc, state, cand, str(exc))
     sel, accepted = scores["selection"].score, verdict.accepted

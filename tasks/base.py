@@ -45,6 +45,8 @@ class Task(Protocol):
     name: str
     root: Path
     description: str  # the task description shown to the Meta- and Feedback-Agents
+    # Optional `per_item_calls` (default True): False when the agent's model calls belong to the whole
+    # run rather than to one item (it writes one program); the loop then scores feedback in a run of its own.
 
     @property
     def reference_agent(self) -> Path:

@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -67,6 +68,10 @@ class SIAFolderSpec(BaseModel):
     submission: str = Field("submission.csv", description="The output file kept in the generation's logs.")
     max_output_bytes: int = Field(512_000_000, gt=0, description="Cap on what the agent leaves in its working dir "
                                   "(all files together; each evaluation copies it once per tier).")
+    reward_function: str | None = Field(None, description="A function of the reference agent that a target-model "
+                                        "completion may replace (e.g. `denoise`): then a single completion has a reward "
+                                        "(GRPO): the reference agent with that function replaced, run on the feedback "
+                                        "tier in the sandbox and scored by the evaluator. None: no reward path.")
 
 
 def is_sia_folder(root: Path) -> bool:
@@ -225,6 +230,35 @@ class SIAFolderTask(CsvTask):
                 result.update(self._score_tier(split, ids, outputs, problem, scratch / split, sandbox, limits, python))
             return result, problem
 
+    def completion_reward(self, completion: str, item_id: str | None, *, sandbox, limits, python: str) -> float:
+        """`tasks.base.RewardedTask`: the reference agent with `reward_function` replaced by the one
+        in `completion`, run in the sandbox on the feedback tier's view, scored by the evaluator (with
+        its own guards against gamed outputs); the mean over the feedback items (or `item_id`'s
+        score). No such function in the completion, a crash or a rejected output: 0."""
+        name = self.spec.reward_function
+        if name is None:
+            raise TaskError(f"{self.root / 'sia_task.json'}: no reward_function, so single completions cannot be "
+                            "scored; set it to the reference agent's function a completion may replace, or use SFT")
+        feedback = self.splits()["feedback"]
+        if item_id is not None and item_id not in {row["id"] for row in feedback}:
+            raise TaskError(f"item {item_id!r} is not a feedback item: a completion is never run on selection or test")
+        code = function_in(completion, name)
+        if code is None:
+            return 0.0
+        agent = self._reference.read_text(encoding="utf-8")
+        cut = agent.find('\nif __name__ == "__main__":')
+        agent = (agent[:cut] if cut >= 0 else agent) + "\n\n" + code + "\n" + (agent[cut:] if cut >= 0 else "")
+        with private_scratch("sia-reward-") as scratch:
+            view, work = scratch / "input", scratch / "work"
+            work.mkdir()
+            tags = self.write_view(view, {"feedback": feedback}, [], salt="reward")
+            (work / "target_agent.py").write_text(agent, encoding="utf-8")
+            sandbox.run([python, "target_agent.py", "--dataset_dir", str(view), "--working_dir", str(work / "out")],
+                        work, {}, limits.for_items(len(feedback)), readable=[view])
+            outcomes, _ = self.score_output(work / "out", tags, {}, sandbox=sandbox, limits=limits, python=python)
+        scores = {key[1]: outcome.score for key, outcome in outcomes.items()}
+        return scores[item_id] if item_id is not None else sum(scores.values()) / len(scores)
+
     def _score_tier(self, split, ids, outputs, problem, work, sandbox, limits, python) -> dict:
         """Outcomes of one tier. Whatever the agent's output makes go wrong (the evaluator rejects
         it, times out on it, scores it NaN) scores the tier 0 with the reason; only a fault of the
@@ -303,3 +337,18 @@ def _items(items) -> dict[str, dict] | None:
         out[str(key)] = {"score": float(value), "prediction": None if pred is None else str(pred)[:1000]}
     return out or None
 
+
+def function_in(completion: str, name: str) -> str | None:
+    """The code of `def name(...)` in a completion: the last fenced block defining it (or the whole
+    text when it has no fences); None when there is none or it does not parse."""
+    import ast
+
+    blocks = re.findall(r"```(?:python|py)?[ \t]*\n(.*?)```", completion or "", flags=re.S) or [completion or ""]
+    for block in reversed(blocks):
+        try:
+            tree = ast.parse(block)
+        except (SyntaxError, ValueError):
+            continue
+        if any(isinstance(node, ast.FunctionDef) and node.name == name for node in tree.body):
+            return block
+    return None

@@ -67,6 +67,7 @@ def prepare(dest: Path, data: str = "celltypist", seed: int = 0, cells: int = 50
         shutil.copy(REFERENCE_AGENT, tmp / "reference" / "reference_target_agent.py")
         (tmp / "sia_task.json").write_text(json.dumps({
             "name": name, "kind": "sia-folder", "metric": "mse_norm", "submission": "denoised.csv",
-            "evaluator_timeout_s": 600, "restrict_public_inputs": False}, indent=2))
+            "evaluator_timeout_s": 600, "restrict_public_inputs": False,
+            "reward_function": "denoise"}, indent=2))
         private.chmod(0o700)
     return dest

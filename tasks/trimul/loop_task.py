@@ -97,6 +97,8 @@ def extract_program(text: str) -> str | None:
 class TriMulTask:
     """The `tasks.base.RewardedTask` protocol for TriMul (see the module docstring)."""
 
+    per_item_calls = False  # the agent's calls write one program for the run (see nodes/task.py)
+
     def __init__(self, root: Path, spec: TriMulSpec, seeds: dict[str, list[list[int]]]):
         self.root, self.spec, self.name = root, spec, spec.name
         self.classes: list[str] = []  # no labels: a program is scored, not an answer

@@ -177,3 +177,28 @@ def test_import_counts_reads_an_h5ad_and_refuses_normalised_data(tmp_path, monke
     write_h5ad(tmp_path / "norm.h5ad", np.log1p(counts), "dense")
     assert main(["tasks", "import-counts", str(tmp_path / "norm.h5ad")]) == 1
     assert "counts must be integers" in capsys.readouterr().err
+
+
+def test_a_completions_reward_is_its_denoisers_score_on_the_feedback_tier(task):
+    """The reward path of the weights lever (GRPO) on a task with no answer key: the completion's
+    `denoise` replaces the reference agent's, runs in the sandbox on the feedback cells and is
+    scored by the folder's evaluator, whose guards zero a gamed output."""
+    from sia.config import SandboxLimits
+    from sia.sandbox.runner import SubprocessSandbox
+    from sia.tasks.base import TaskError
+
+    def reward(completion, item=None):
+        return task.completion_reward(completion, item, sandbox=SubprocessSandbox(), limits=SandboxLimits(),
+                                      python=sys.executable)
+
+    knn = reward("A smoother:\n\n```python\n" + KNN_DENOISE + "```\n")
+    assert knn > 0.01  # kNN smoothing beats returning the counts (mse_norm 0) on grouped cells
+    identity = "```python\ndef denoise(counts):\n    return counts.astype(float)\n```"
+    assert reward(identity) == pytest.approx(0.0, abs=1e-9)
+    negative = "```python\ndef denoise(counts):\n    return -counts.astype(float)\n```"
+    for bad in ("I would smooth the counts.", "```python\ndef denoise(counts) return 1\n```", negative):
+        assert reward(bad) == 0.0, bad
+    feedback, selection = task.splits()["feedback"], task.splits()["selection"]
+    assert reward("```python\n" + KNN_DENOISE + "```", feedback[0]["id"]) != 0.0
+    with pytest.raises(TaskError, match="not a feedback item"):
+        reward("```python\n" + KNN_DENOISE + "```", selection[0]["id"])
