@@ -136,6 +136,8 @@ def copy_restricted(src_dir: Path, dest_dir: Path, all_ids: set[str], keep: set[
 class SIAFolderTask(CsvTask):
     """An unmodified SIA task folder (the `tasks.base.Task` protocol), scored per tier by its evaluate.py."""
 
+    per_item_calls = False  # the agent's output is scored per tier, so its model calls belong to the run
+
     def __init__(self, root: Path, spec: SIAFolderSpec, item_table: Path, item_ids: list[str], reference: Path):
         self.root, self.spec, self.item_table, self.item_ids, self._reference = root, spec, item_table, item_ids, reference
         self._splits = {}
