@@ -51,8 +51,7 @@ def base_dir() -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["grpo", "entropic"])
-def test_reward_training_samples_scores_records_and_writes_an_adapter(tmp_path, base_dir, method):
+def test_reward_training_samples_scores_records_and_writes_an_adapter(tmp_path, base_dir, method="grpo"):
     dataset = write_prompts(tmp_path / "prompts.jsonl")
     out = tmp_path / "run"
     events: list[dict] = []
@@ -79,10 +78,11 @@ def test_reward_training_samples_scores_records_and_writes_an_adapter(tmp_path, 
 
 
 @pytest.mark.slow
-def test_sigkilled_grpo_resumes_from_checkpoint_and_keeps_its_rewards(tmp_path, base_dir):
+def test_sigkilled_entropic_training_resumes_from_checkpoint_and_keeps_its_rewards(tmp_path, base_dir):
+    """Entropic runs GRPO's data path with its own trainer subclass: this covers both end to end."""
     dataset = write_prompts(tmp_path / "prompts.jsonl")
     out = tmp_path / "run"
-    settings = config("grpo", max_steps=3)
+    settings = config("entropic", max_steps=3)
     trainer = SubprocessTrainer(timeout_s=600)
     killed_at: list[int] = []
 
@@ -101,6 +101,7 @@ def test_sigkilled_grpo_resumes_from_checkpoint_and_keeps_its_rewards(tmp_path, 
     summary = trainer.train(dataset, base_dir, out, settings)
 
     assert 0 < summary["resumed_from_step"] <= killed_at[0] and summary["steps"] == 3
+    assert summary["method"] == "entropic" and len(summary["reward_history"]) >= 1
     after = read_rewards(out / REWARDS_NAME)
     assert after[:len(before)] == before
     assert len({(r["prompt_sha"], r["completion"]) for r in after}) == len(after), "a cached sample is not re-scored"

@@ -53,7 +53,9 @@ def main():
     work = os.path.abspath(args.working_dir)
     folders = [work, os.path.dirname(work), os.path.dirname(os.path.dirname(work)), os.path.abspath(args.dataset_dir)]
     scratch = os.path.basename(os.path.dirname(os.path.dirname(work)))  # sia-<run id>-g<gen>-XXXX
-    run_id = scratch[4:].rsplit("-g", 1)[0] if scratch.startswith("sia-") else ""
+    # Not rsplit("-g"): the random XXXX can itself start with "g" (a flaky miss, 2026-12-01).
+    found = re.fullmatch(r"sia-(.+)-g\d+-[^-]+", scratch)
+    run_id = found.group(1) if found else ""
     for root, dirs, _ in os.walk("/tmp"):
         if root.count(os.sep) > 4:
             dirs[:] = []
