@@ -15,14 +15,21 @@ import json
 TRAINABLE_SPLITS = ("feedback", "rollout")
 
 
+def answer_field(response_format: dict | None) -> tuple[str, dict] | None:
+    """(name, schema) of the one field a JSON-object answer format holds, else None."""
+    schema = ((response_format or {}).get("json_schema") or {}).get("schema") or {}
+    props = schema.get("properties") or {}
+    if schema.get("type") == "object" and len(props) == 1:
+        return next(iter(props.items()))
+    return None
+
+
 def gold_completion(response_format: dict | None, gold: str) -> str | None:
     """The gold answer as the call would have produced it, or None if the format is unknown."""
     if not response_format:
         return gold
-    schema = (response_format.get("json_schema") or {}).get("schema") or {}
-    props = schema.get("properties") or {}
-    if schema.get("type") == "object" and len(props) == 1:
-        (name, prop), = props.items()
+    if field := answer_field(response_format):
+        name, prop = field
         if prop.get("type") == "string" and gold in prop.get("enum", [gold]):
             return json.dumps({name: gold}, ensure_ascii=False)
     return None

@@ -24,6 +24,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from sia.finetune.records import answer_field
+
 REWARDS_NAME = "rewards.jsonl"
 TaskReward = Callable[[str, "str | None"], float]  # (completion, item id) -> reward
 
@@ -37,10 +39,8 @@ def prompt_key(messages: list[dict]) -> str:
 def answer_of(response_format: dict | None, completion: str) -> str | None:
     """The answer in a completion, read as the call asked for it: the single string field of a JSON
     object schema (the first JSON object in the text), else the stripped text. None: unreadable."""
-    schema = ((response_format or {}).get("json_schema") or {}).get("schema") or {}
-    props = schema.get("properties") or {}
-    if schema.get("type") == "object" and len(props) == 1:
-        (name,) = props
+    if field := answer_field(response_format):
+        name = field[0]
         start = completion.find("{")
         if start < 0:
             return None
@@ -84,13 +84,11 @@ class RewardBook:
         self.scored = self.reused = 0
         self.by_step: dict[int, list[float]] = {}  # every reward handed out, cached or not, per trainer step
         self._lock = threading.Lock()
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                    self.cache[(row["prompt_sha"], row["completion"])] = float(row["reward"])
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut by a kill mid-write
+        for row in read_rewards(self.path):  # what a killed run already scored
+            try:
+                self.cache[(row["prompt_sha"], row["completion"])] = float(row["reward"])
+            except (ValueError, TypeError):
+                continue
 
     def score(self, spec: dict, item: str | None, completion: str) -> float:
         if item is not None and item not in self.allowed_items:
