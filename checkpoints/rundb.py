@@ -63,7 +63,8 @@ class RunDB:
                 "note": str, "created": float}, pk=("run_id", "generation"), if_not_exists=True)
             self.db["item_results"].create({
                 "run_id": str, "generation": int, "scaffold_sha": str, "adapter": str, "split": str,
-                "item_id": str, "tag": str, "prediction": str, "gold": str, "score": float, "error": str},
+                "item_id": str, "tag": str, "prediction": str, "gold": str, "score": float, "error": str,
+                "metrics": str},
                 pk=("run_id", "scaffold_sha", "adapter", "split", "item_id"), if_not_exists=True)
             self.db["model_calls"].create({
                 "id": int, "run_id": str, "generation": int, "adapter": str, "item": str, "purpose": str,
@@ -94,8 +95,10 @@ class RunDB:
 
     def save_items(self, items: list[ItemResult]) -> None:
         with self.lock:
-            self.db["item_results"].upsert_all([i.row() for i in items],
-                                               pk=("run_id", "scaffold_sha", "adapter", "split", "item_id"))
+            rows = [dict(i.row(), metrics=None if i.metrics is None else json.dumps(i.metrics)) for i in items]
+            # alter: a run.db from before guard metrics gains the column on its first new items
+            self.db["item_results"].upsert_all(rows, pk=("run_id", "scaffold_sha", "adapter", "split", "item_id"),
+                                               alter=True)
 
     def cached_items(self, run_id: str, scaffold_sha: str, adapter: str | None, split: str) -> list[ItemResult]:
         with self.lock:

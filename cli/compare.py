@@ -35,6 +35,8 @@ from sia.cli.render import compare_tables, console
 from sia.compare_table import ArmResult, Incumbent, compare_table, table_markdown
 from sia.files import read_json, write_json_atomic, write_text_atomic
 from sia.graph.state import Policy
+from sia.transfer_table import read_transfers
+from sia.verdicts import change_verdicts, guards_tally, transfer_line
 
 SPEC_KEYS = ("task", "policies", "seeds", "generations", "limit", "config")  # what makes two compares the same
 DEFAULTS = {"policies": "scaffold-only,llm", "seeds": 1, "generations": 4}
@@ -246,9 +248,12 @@ def arm_result(spec: dict, folder: Path, policy: str, seed: int) -> ArmResult:
             paths.run_db, paths.run_id, g["scaffold_sha"], g.get("adapter"), "test"))
 
     loop_s = read_json(folder / "timing.json").get(paths.run_id, {}).get("loop_s")
+    transfers = read_transfers(paths.root)
     return ArmResult(arm=paths.run_id, policy=policy, seed=seed, levers=tuple(g["lever"] for g in gens),
                      initial=incumbent([g for g in accepted if g["generation"] <= 1]), final=incumbent(accepted),
-                     loop_s=loop_s)
+                     loop_s=loop_s, guards=guards_tally(change_verdicts(gens, transfers)),
+                     transfers=tuple((t["task"], transfer_line(t.get("first_to_final")) or "one incumbent")
+                                     for t in transfers))
 
 
 def add_command(sub, runs_dir: dict, unsafe: str) -> None:

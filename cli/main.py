@@ -3,6 +3,7 @@
     sia run --task lawbench-mini --generations 4 --policy alternate
     sia resume RUN        sia runs        sia show RUN        sia serve --port 8000
     sia compare --task lawbench-mini --policies scaffold-only,llm --seeds 3
+    sia transfer RUN [--task OTHER]   (a run's incumbents on a task it never trained or selected on)
     sia tasks list        sia eval --task NAME --submission FILE [--split test]
 
 Heavy imports (torch, the graph) happen inside the commands that need them, so `--help`,
@@ -27,10 +28,11 @@ from sia.cli.common import CLIError
 from sia.cli.driving import (PID_FILE, config_argument, default_runs_dir, drive, read_run, resume_hint,
                              task_argument, write_run)
 from sia.cli.isolation import isolation_or_refuse
-from sia.cli.render import ServeLog, console, err_console, generations_table, runs_table
+from sia.cli.render import ServeLog, console, err_console, generations_table, runs_table, verdict_table
 from sia.files import read_json
 from sia.graph.state import Policy
 from sia.precision import PRECISIONS
+from sia.transfer_table import read_transfers
 
 
 class Parser(argparse.ArgumentParser):
@@ -122,6 +124,8 @@ def cmd_show(args) -> int:
                   f"{escape(str(row['policy']))} · {row['status']} · {escape(str(paths.root))}")
     gens = RunDB.read_generations(paths.run_db, paths.run_id)  # only reads: creates no run.db
     console.print(generations_table(gens) if gens else "[dim]No generation has been scored yet.[/]")
+    if verdicts := verdict_table(gens, read_transfers(paths.root)):
+        console.print(verdicts)
     errors = checkpoint_values(paths).get("errors") or read_json(paths.root / "summary.json").get("errors") or []
     for err in errors:
         console.print(f"[yellow]error:[/] {escape(str(err))}")
@@ -234,8 +238,10 @@ def build_parser() -> Parser:
 
     from sia.cli.compare import add_command as add_compare
     from sia.cli.tasks import add_commands
+    from sia.cli.transfer import add_command as add_transfer
 
     add_compare(sub, runs_dir, unsafe)
+    add_transfer(sub, runs_dir, unsafe)
     add_commands(sub)
     return parser
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from sia.transfer_table import read_transfers
+from sia.verdicts import change_verdicts, guards_state, transfer_line
 
 # Piped output (logs, CI) gets room for the tables; a terminal or $COLUMNS decides otherwise.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
@@ -52,15 +56,38 @@ def generations_table(rows: list[dict], title: str | None = None) -> Table:
     """The per-generation table; `rows` are GenerationResult dumps or run.db `generations` rows."""
     table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, **_COMPACT)
     for name, justify in [("gen", "right"), ("lever", "left"), ("adapter", "left"), ("feedback", "right"),
-                          ("selection", "right"), ("test", "right"), ("accepted", "center"), ("wall s", "right")]:
+                          ("selection", "right"), ("test", "right"), ("accepted", "center"), ("guards", "left"),
+                          ("wall s", "right")]:
         table.add_column(name, justify=justify, no_wrap=name != "adapter", overflow="fold")
     table.add_column("note", overflow="fold", ratio=1, min_width=10)
     for r in rows:
         accepted = "[green]yes[/]" if r.get("accepted") else "[dim]no[/]"
         wall = "" if r.get("wall_s") is None else f"{r['wall_s']:.1f}"
         table.add_row(str(r["generation"]), escape(str(r.get("lever") or "")), escape(r.get("adapter") or "base"),
-                      score(r.get("feedback")), score(r.get("selection")), score(r.get("test")), accepted, wall,
-                      escape(r.get("note") or ""))
+                      score(r.get("feedback")), score(r.get("selection")), score(r.get("test")), accepted,
+                      _GUARDS[guards_state(r.get("guards"))], wall, escape(r.get("note") or ""))
+    return table
+
+
+_GUARDS = {"held": "[green]held[/]", "blocked": "[red]blocked[/]", "unchecked": "[yellow]unchecked[/]", "none": ""}
+
+
+def verdict_table(generations: list[dict], transfers: list[dict]) -> Table | None:
+    """A verdict on each accepted change: its selection gain, its guards and how it transferred."""
+    rows = change_verdicts(generations, transfers)
+    if not rows:
+        return None
+    table = Table(title="Verdict on each accepted change", title_justify="left", header_style="bold",
+                  box=box.SIMPLE_HEAD, **_COMPACT)
+    tasks = [t["task"] for t in transfers]
+    for name in ["gen", "lever", "replaced", "selection gain", "guards", *(f"transfer: {t}" for t in tasks)]:
+        table.add_column(escape(name), overflow="fold", justify="right" if name in ("gen", "replaced", "selection gain")
+                         else "left")
+    for r in rows:
+        gain = "" if r["selection_gain"] is None else f"{r['selection_gain']:+.3f}"
+        table.add_row(str(r["generation"]), escape(str(r["lever"])), str(r["replaced"]), gain,
+                      escape(r["guards"] or "no guards ran"),
+                      *(escape(transfer_line(r["transfer"].get(t)) or "not scored") for t in tasks))
     return table
 
 
@@ -83,6 +110,8 @@ def runs_table(rows: list[dict], runs_dir) -> Table:
 def report(run_id: str, rows: list[dict], errors: list[str], root, loop_s: float | None) -> None:
     """The end of a run: its table, its recorded errors, where it lives and how long the loop took."""
     console.print(generations_table(rows, title=f"Run {escape(run_id)}"))
+    if verdicts := verdict_table(rows, read_transfers(Path(root))):
+        console.print(verdicts)
     for err in errors:
         console.print(f"[yellow]recorded error:[/] {escape(str(err))}")
     took = "" if loop_s is None else f" · loop time {loop_s:.1f} s"
@@ -102,6 +131,8 @@ class ServeLog:
 
 def scored_line(ev: dict) -> str:
     verdict = "[green]accepted[/]" if ev.get("accepted") else "[yellow]rejected[/]"
+    guards = guards_state(ev.get("guards"))
+    verdict += {"held": ", guards held", "blocked": ", [red]blocked by a guard[/]", "unchecked": ", guards unchecked"}.get(guards, "")
     note = f"  [dim]{escape(ev['note'])}[/]" if ev.get("note") else ""
     return (f"[bold]gen {ev['generation']}[/] {escape(str(ev.get('lever')))} ({escape(ev.get('adapter') or 'base')})  "
             f"feedback {score(ev.get('feedback'))}  selection [bold]{score(ev.get('selection'))}[/]  "
@@ -201,7 +232,8 @@ class LiveView:
 
 def compare_tables(table: dict) -> list:
     """`sia compare`'s table (see sia.compare_table) as rich renderables: the rows, the arms, what the numbers are."""
-    from sia.compare_table import describe, fmt_difference, fmt_per_seed, fmt_seconds, incumbent_text, loop_by_seed
+    from sia.compare_table import (describe, fmt_difference, fmt_per_seed, fmt_seconds, incumbent_text, loop_by_seed,
+                                   transfer_text)
 
     spec = table.get("compare") or {}
     pct = f"{table['confidence']:.0%}"
@@ -215,9 +247,10 @@ def compare_tables(table: dict) -> list:
                      fmt_per_seed(r["per_seed"], sep="\n"), fmt_difference(r["vs_initial"]), fmt_difference(r["vs_h"]),
                      fmt_per_seed(loop_by_seed(r, table["arms"]), 1, sep="\n"))
     arms = Table(header_style="bold", box=box.SIMPLE_HEAD, **_COMPACT)
-    for name in ["arm", "levers", "final incumbent", "initial test", "final test", "loop s"]:
+    for name in ["arm", "levers", "final incumbent", "initial test", "final test", "loop s", "guards", "transfer"]:
         arms.add_column(name, justify="right" if name.endswith(("test", "loop s")) else "left", overflow="fold")
     for a in table["arms"]:
         arms.add_row(escape(a["arm"]), escape(", ".join(a["levers"])), escape(incumbent_text(a)), score(a["initial_test"]),
-                     score(a["final_test"]), fmt_seconds(a["loop_s"]))
+                     score(a["final_test"]), fmt_seconds(a["loop_s"]), escape(a.get("guards", "")),
+                     escape(transfer_text(a)))
     return [rows, arms, f"[dim]{escape(describe(table))}[/]"]

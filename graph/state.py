@@ -37,6 +37,8 @@ class GenerationResult(BaseModel):
     test: float | None = Field(description="Private test score (reported only, never shown to agents).")
     accepted: bool = Field(description="Whether it became the incumbent.")
     p_value: float | None = Field(None, description="Keep-best's paired-test p-value against the incumbent (None: no test ran).")
+    guards: str | None = Field(None, description="Whether the task's guard metrics held ('held (…)' or 'BLOCKED by …'); "
+                                                 "None: no guards checked (a first candidate, a task without guards, an old run).")
     wall_s: float = Field(description="Seconds spent on this generation, evaluation and lever included.")
     note: str = ""
 

@@ -164,7 +164,8 @@ def item_results(run_id: str, candidate: Candidate, tags: Tags, outcomes: dict[t
     return [ItemResult(run_id=run_id, generation=candidate.generation, scaffold_sha=candidate.scaffold_sha,
                        adapter=candidate.adapter or "base", split=split, item_id=item_id, tag=tag,
                        prediction=outcomes[(split, item_id)].prediction, gold=gold[(split, item_id)],
-                       score=outcomes[(split, item_id)].score, error=run_error or outcomes[(split, item_id)].error)
+                       score=outcomes[(split, item_id)].score, error=run_error or outcomes[(split, item_id)].error,
+                       metrics=outcomes[(split, item_id)].metrics)
             for tag, (split, item_id) in tags.items()]
 
 

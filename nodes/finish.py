@@ -1,4 +1,5 @@
-"""finish: write the run's summary (summary.md and summary.json) beside its generations."""
+"""finish: write the run's summary (summary.md and summary.json) beside its generations, with a
+verdict on each accepted change (its guards, and its transfers once `sia transfer` has scored them)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from sia.files import write_json_atomic, write_text_atomic
+from sia.checkpoints.paths import RunPaths
+from sia.files import read_json, write_json_atomic, write_text_atomic
 from sia.graph.context import RunContext
 from sia.graph.state import SIAState
 from sia.nodes.services import services
+from sia.transfer_table import read_transfers
+from sia.verdicts import verdict_markdown
 
 
 def time_table(timings: Path) -> str:
@@ -41,15 +45,26 @@ def finish(state: SIAState, runtime: Runtime[RunContext]) -> dict:
         "incumbent_generation": inc.generation if inc else None, "incumbent_adapter": inc.adapter if inc else None,
         "first_test": first.test if first else None, "final_test": final.test if final else None,
         "flagged": state.flagged, "errors": state.errors, "isolation": isolation})
-    lines = ["| gen | lever | adapter | feedback | selection | test | accepted | wall s | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-    for h in state.history:
-        lines.append(f"| {h.generation} | {h.lever} | {h.adapter or 'base'} | {fmt(h.feedback)} | {fmt(h.selection)} | "
-                     f"{fmt(h.test)} | {'yes' if h.accepted else 'no'} | {h.wall_s} | {h.note} |")
-    flag = f"**FLAGGED: {state.flagged}**\n\n" if state.flagged else ""
-    if isolation == "unsafe":
-        flag += "**UNSAFE SANDBOX: generated code ran without isolation; these scores are not protected.**\n\n"
-    write_text_atomic(svc.paths.root / "summary.md", f"# Run {state.run_id} on {state.task}\n\n{flag}" + "\n".join(lines)
-                      + "\n" + time_table(svc.paths.timings))
+    write_summary_markdown(svc.paths)
     return {}
+
+
+def write_summary_markdown(paths: RunPaths) -> None:
+    """summary.md from summary.json, the run's transfer checks and timings.jsonl; `sia transfer`
+    calls it again, so the verdict on each change includes the transfers scored after the run."""
+    summary = read_json(paths.root / "summary.json")
+    if not summary:
+        return
+    lines = ["| gen | lever | adapter | feedback | selection | test | accepted | guards | wall s | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    for h in summary["generations"]:
+        lines.append(f"| {h['generation']} | {h['lever']} | {h['adapter'] or 'base'} | {fmt(h['feedback'])} | "
+                     f"{fmt(h['selection'])} | {fmt(h['test'])} | {'yes' if h['accepted'] else 'no'} | "
+                     f"{h.get('guards') or ''} | {h['wall_s']} | {h['note']} |")
+    flag = f"**FLAGGED: {summary['flagged']}**\n\n" if summary.get("flagged") else ""
+    if summary.get("isolation") == "unsafe":
+        flag += "**UNSAFE SANDBOX: generated code ran without isolation; these scores are not protected.**\n\n"
+    write_text_atomic(paths.root / "summary.md", f"# Run {summary['run_id']} on {summary['task']}\n\n{flag}"
+                      + "\n".join(lines) + "\n" + verdict_markdown(summary["generations"], read_transfers(paths.root))
+                      + time_table(paths.timings))

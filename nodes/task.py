@@ -17,15 +17,18 @@ from sia.nodes.evaluation import ProtectedFilesChanged, evaluate, items_jsonl
 from sia.nodes.keep_best import Verdict, item_scores, keep_best
 from sia.nodes.services import services
 from sia.records import ItemResult
-from sia.tasks.base import Task
+from sia.tasks.base import Task, guard_values_of
 
 
 def judge(svc: Services, task_: Task, state: SIAState, selection_items: list[ItemResult]) -> Verdict:
-    """Keep-best against the incumbent's per-item selection scores (cached, so usually free)."""
-    incumbent = None
-    if state.incumbent is not None:
-        incumbent = item_scores(evaluate(svc, task_, state.incumbent, ["selection"], limit=state.limit)["selection"].items)
-    return keep_best(item_scores(selection_items), incumbent, svc.config.keep_best)
+    """Keep-best against the incumbent's per-item selection scores (cached, so usually free), its
+    guard metrics included."""
+    if state.incumbent is None:
+        return keep_best(item_scores(selection_items), None, svc.config.keep_best)
+    incumbent_items = evaluate(svc, task_, state.incumbent, ["selection"], limit=state.limit)["selection"].items
+    cand, inc = guard_values_of(task_, selection_items), guard_values_of(task_, incumbent_items)
+    guards = [(g, cand.get(g.name, {}), inc.get(g.name, {})) for g in getattr(task_, "guards", ())]
+    return keep_best(item_scores(selection_items), item_scores(incumbent_items), svc.config.keep_best, guards)
 
 
 def task(state: SIAState, runtime: Runtime[RunContext]) -> dict:
@@ -49,7 +52,8 @@ def task(state: SIAState, runtime: Runtime[RunContext]) -> dict:
     fb, test = (scores[s].score if s in scores else None for s in ("feedback", "test"))
     result = GenerationResult(generation=cand.generation, lever=cand.lever, adapter=cand.adapter, feedback=fb,
                               selection=sel, test=test, accepted=accepted, p_value=verdict.p_value,
-                              wall_s=elapsed(svc, state), note=f"{cand.rationale[:100]} [{verdict.reason}]")
+                              guards=verdict.guards_summary(), wall_s=elapsed(svc, state),
+                              note=f"{cand.rationale[:100]} [{verdict.reason}]")
     svc.db.save_generation({"run_id": state.run_id, **result.model_dump(), "scaffold_sha": cand.scaffold_sha})
     if cand.lever == "weights":  # the adapter's row (written when it was trained) gets its verdict
         svc.db.save_adapter({"run_id": state.run_id, "version": cand.adapter, "selection": sel,
@@ -57,7 +61,8 @@ def task(state: SIAState, runtime: Runtime[RunContext]) -> dict:
     write_json_atomic(gen_dir / "results.json", {
         "generation": cand.generation, "lever": cand.lever, "adapter": cand.adapter, "accepted": accepted,
         "feedback": fb, "selection": sel, "test": test, "incumbent_selection_before": state.incumbent_selection,
-        "keep_best": {"reason": verdict.reason, "p_value": verdict.p_value, "delta": verdict.delta},
+        "keep_best": {"reason": verdict.reason, "p_value": verdict.p_value, "delta": verdict.delta,
+                      "guards": verdict.guard_rows(), "blocked_by": verdict.blocked_by},
         "n": {s: scores[s].n for s in scores}, "wall_s": result.wall_s})
     write_text_atomic(gen_dir / "items.jsonl", items_jsonl([i for s in scores.values() for i in s.items]))
     emit({"event": "scored", **result.model_dump()})

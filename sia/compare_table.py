@@ -45,6 +45,8 @@ class ArmResult:
     initial: Incumbent | None  # the incumbent after generation 1
     final: Incumbent | None  # the incumbent at the end of the run
     loop_s: float | None = None
+    guards: str = ""  # how the guards fared on its accepted changes (sia.verdicts.guards_tally)
+    transfers: tuple[tuple[str, str], ...] = ()  # (task, first -> final change on it), where `sia transfer` ran
 
 
 def bootstrap_ci(diffs, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
@@ -133,7 +135,8 @@ def arm_summary(arm: ArmResult) -> dict:
     return {"arm": arm.arm, "policy": arm.policy, "seed": arm.seed, "levers": list(arm.levers),
             "pulled_weights": "weights" in arm.levers, "initial_test": test(arm.initial),
             "final_test": test(arm.final), "final_generation": arm.final.generation if arm.final else None,
-            "final_adapter": arm.final.adapter if arm.final else None, "loop_s": arm.loop_s}
+            "final_adapter": arm.final.adapter if arm.final else None, "loop_s": arm.loop_s, "guards": arm.guards,
+            "transfers": dict(arm.transfers)}
 
 
 # ---- text ----
@@ -167,7 +170,8 @@ def describe(table: dict) -> str:
     return (f"Scores on the private test split ({items} items); each row's final incumbent is the one chosen on the "
             f"selection split. Δ: mean paired difference per test item (scores averaged over a row's seeds first) with "
             f"its {table['confidence']:.0%} percentile bootstrap interval ({table['resamples']} item resamples). "
-            f"Loop s: each arm's loop time.")
+            f"Loop s: each arm's loop time. Guards: whether the task's guard metrics held on each change keep-best "
+            f"accepted; transfer: first -> final incumbent on a related task (`sia transfer`), where it was scored.")
 
 
 def table_markdown(table: dict) -> str:
@@ -185,15 +189,22 @@ def table_markdown(table: dict) -> str:
         lines.append(f"| {row['label']} | {len(row['arms'])} | {fmt(row['test'])} | {fmt_per_seed(row['per_seed'])} | "
                      f"{fmt_difference(row['vs_initial'])} | {fmt_difference(row['vs_h'])} | "
                      f"{fmt_per_seed(loop_by_seed(row, table['arms']), 1)} |")
-    lines += ["", "| arm | levers | final incumbent | initial test | final test | loop s |", "|---|---|---|---|---|---|"]
+    lines += ["", "| arm | levers | final incumbent | initial test | final test | loop s | guards | transfer |",
+              "|---|---|---|---|---|---|---|---|"]
     for arm in table["arms"]:
         lines.append(f"| {arm['arm']} | {', '.join(arm['levers'])} | {incumbent_text(arm)} | {fmt(arm['initial_test'])} | "
-                     f"{fmt(arm['final_test'])} | {fmt_seconds(arm['loop_s'])} |")
+                     f"{fmt(arm['final_test'])} | {fmt_seconds(arm['loop_s'])} | {arm.get('guards', '')} | "
+                     f"{transfer_text(arm)} |")
     return "\n".join(lines + ["", describe(table), ""])
 
 
 def fmt_seconds(value) -> str:
     return "" if value is None else f"{value:.1f}"
+
+
+def transfer_text(arm: dict) -> str:
+    """'lawbench-mini-b: +0.010 [-0.05, +0.07] no clear change on transfer' per transfer task, or 'not scored'."""
+    return "; ".join(f"{task}: {line}" for task, line in (arm.get("transfers") or {}).items()) or "not scored"
 
 
 def incumbent_text(arm: dict) -> str:

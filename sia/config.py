@@ -295,6 +295,12 @@ class KeepBestConfig(BaseModel):
     min_improvement: float = Field(0.0, ge=0, description="The candidate's mean must also exceed the incumbent's by more than this.")
     resamples: int = Field(10_000, ge=100, description="Bootstrap resamples.")
     seed: int = Field(0, description="Bootstrap seed (decisions are reproducible).")
+    guards: bool = Field(True, description="Also check the task's guard metrics (tasks.base.Guard): a candidate whose "
+                                           "guard worsens significantly, or is past its bound, is not accepted.")
+    guard_confidence: float = Field(0.9, gt=0.5, lt=1, description="A guard blocks when the one-sided p-value of its "
+                                    "worsening is at most 1 - guard_confidence (a bootstrap, or a plain comparison with "
+                                    "test: none). Higher than `confidence`, so that noise in a guard blocks a real gain "
+                                    "less often than noise in the metric admits a false one.")
 
 
 class RunConfig(BaseModel):

@@ -8,6 +8,7 @@ failure lists and fine-tuning read them. Imports no component."""
 from __future__ import annotations
 
 import time
+import json
 from dataclasses import asdict, dataclass, field, fields
 
 
@@ -33,7 +34,8 @@ class ModelCall:
 class ItemResult:
     """One item of one evaluation (a row of the run database's `item_results`): what the agent
     answered under its tag, the gold answer (None where the task's own evaluator keeps it) and the
-    score. `adapter` is "base" for the base model."""
+    score. `adapter` is "base" for the base model; `metrics` the item's values of the task's guard
+    metrics (None: none reported, or scored before guards existed)."""
 
     run_id: str
     generation: int
@@ -46,10 +48,14 @@ class ItemResult:
     gold: str | None
     score: float
     error: str | None = None
+    metrics: dict[str, float] | None = None
 
     def row(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_row(cls, row: dict) -> "ItemResult":
-        return cls(**{f.name: row.get(f.name) for f in fields(cls)})
+        values = {f.name: row.get(f.name) for f in fields(cls)}
+        if isinstance(values["metrics"], str):  # a run.db column holds it as JSON
+            values["metrics"] = json.loads(values["metrics"])
+        return cls(**values)

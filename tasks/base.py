@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from sia.records import ItemResult
 
 if TYPE_CHECKING:
     from sia.config import SandboxLimits
@@ -36,6 +38,30 @@ class ItemOutcome:
     prediction: str | None
     score: float
     error: str | None = None
+    metrics: dict[str, float] | None = None  # this item's values of the task's guard metrics, where it reports them
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A number beside the task's metric that a candidate must not buy its gain with (macro recall
+    beside accuracy, the cell-rescaled Poisson beside a denoising MSE). Keep-best blocks a candidate
+    whose guard worsens significantly against the incumbent (the paired test, one-sided the other
+    way) by more than `tolerance`, or whose mean on the selection items is past `bound`."""
+
+    name: str
+    direction: Literal["max", "min"] = "max"  # which way is better
+    bound: float | None = None  # "max": the candidate's mean must be at least this; "min": at most this
+    tolerance: float = 0.0  # a worsening up to this much (in the guard's units) is not held against it
+    why: str = ""  # what gaming it catches, for the verdict and the docs
+
+
+def guard_values_of(task: "Task", items: list[ItemResult]) -> dict[str, dict[str, float]]:
+    """Guard name -> item id -> value for one split's `items`: the task's own `guard_values`, else
+    what each item reported in its `metrics` (items without a value are left out)."""
+    if (own := getattr(task, "guard_values", None)) is not None:
+        return own(items)
+    return {g.name: {i.item_id: float(i.metrics[g.name]) for i in items if i.metrics and g.name in i.metrics}
+            for g in getattr(task, "guards", ())}
 
 
 class Task(Protocol):
@@ -47,6 +73,8 @@ class Task(Protocol):
     description: str  # the task description shown to the Meta- and Feedback-Agents
     # Optional `per_item_calls` (default True): False when the agent's model calls belong to the whole
     # run rather than to one item (it writes one program); the loop then scores feedback in a run of its own.
+    # Optional `guards` (default none): the task's `Guard`s, and `guard_values(items)` -> guard name ->
+    # item id -> value (default: what each item's `metrics` reported; see `guard_values_of`).
 
     @property
     def reference_agent(self) -> Path:

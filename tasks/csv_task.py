@@ -19,15 +19,19 @@ import io
 import json
 import random
 import shutil
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sia.sandbox.files import UnsafeOutput, read_child_file
-from sia.tasks.base import ItemOutcome, Row, Tags, TaskError
+from sia.records import ItemResult
+from sia.tasks.base import Guard, ItemOutcome, Row, Tags, TaskError
 from sia.tasks.evaluator import run_evaluator
+
+MACRO_RECALL = Guard("macro_recall", "max", why="the mean over gold labels of each label's mean score; a gain "
+                                                "bought by giving up a rare label lowers it")
 
 class TaskSpec(BaseModel):
     """Our metadata file `sia_task.json`; every field has a default, so a task may omit it."""
@@ -60,6 +64,9 @@ class TaskSpec(BaseModel):
     split_seed: int = Field(0, description="Seed of the split draw.")
     splits_file: str | None = Field(None, description='JSON {"feedback": [ids], "selection": [ids]} of training ids; '
                                                       "overrides the per-label draw.")
+    transfer_tasks: list[str] = Field(default_factory=list, description="Related tasks (built-in names or task "
+                                      "folders, relative to this one) that `sia transfer RUN` scores a run's incumbents "
+                                      "on by default: tasks a run on this one never trains or selects on.")
 
 
 class CsvTask:
@@ -115,6 +122,11 @@ class CsvTask:
     @property
     def submission(self) -> str:
         return self.spec.submission
+
+    @property
+    def transfer_tasks(self) -> tuple[str, ...]:
+        """The declared transfer sets (sia_task.json's `transfer_tasks`; see `sia transfer`)."""
+        return tuple(self.spec.transfer_tasks)
 
     def protected_files(self) -> list[Path]:
         """What no agent may change: the description, our metadata, the evaluator and the private data."""
@@ -264,6 +276,21 @@ class CsvTask:
             return run_evaluator(self.root / self.spec.evaluator, self.spec.evaluator_timeout_s, sandbox, limits,
                                  python, predictions, gold)
         return {item: self.score_item(predictions.get(item), g) for item, g in gold.items()}
+
+    @property
+    def guards(self) -> tuple[Guard, ...]:
+        """Macro recall beside the metric, for a task with a class list whose score rises."""
+        return (MACRO_RECALL,) if self.classes and self.spec.direction == "max" else ()
+
+    def guard_values(self, items: list[ItemResult]) -> dict[str, dict[str, float]]:
+        """macro_recall per item of one split: its score times N / (L * n_gold), so that the mean over
+        the split's N items (L distinct gold answers, n_gold items with this one's) is the mean over
+        gold answers of their items' mean score: macro recall for 0/1 scores. Computed from the stored
+        gold answers, so a run scored before guards existed is checked too."""
+        labelled = [i for i in items if i.gold is not None]
+        counts = Counter(i.gold for i in labelled)
+        n, labels = len(labelled), len(counts)
+        return {"macro_recall": {i.item_id: i.score * n / (labels * counts[i.gold]) for i in labelled}}
 
     def score_output(self, out_dir: Path, tags: Tags, gold: dict[tuple[str, str], str | None], *, sandbox,
                      limits, python: str) -> tuple[dict[tuple[str, str], ItemOutcome], str | None]:

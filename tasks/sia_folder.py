@@ -17,7 +17,9 @@ scores only that tier.
 
 A tier's score is results.json's metric (`accuracy` by default, else its first top-level number),
 one reward for the whole solution, given to every item of the tier; when results.json has
-`"items": [{"id": ..., "score": number | "correct": bool}, ...]` those are the per-item outcomes.
+`"items": [{"id": ..., "score": number | "correct": bool}, ...]` those are the per-item outcomes
+(an item's own value of the metric, `items[].METRIC`, is used before its `score`). Guard metrics
+declared in `sia_task.json` are read the same way: `items[].NAME`, else the tier's `NAME`.
 """
 
 from __future__ import annotations
@@ -37,9 +39,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sia.files import (copy_private_file, copy_private_tree, make_private_dir, private_scratch,
                        write_private_bytes)
 from sia.sandbox.files import UnsafeOutput, copy_child_tree, read_child_file
-from sia.tasks.base import ItemOutcome, Tags, TaskError
+from sia.tasks.base import Guard, ItemOutcome, Tags, TaskError
 from sia.tasks.csv_task import CsvTask
 from sia.tasks.evaluator import EvaluatorError, finite_number, run_timed, timed_out_error
+
+
+class GuardSpec(BaseModel):
+    """One guard metric in `sia_task.json` (`tasks.base.Guard`): a further number of results.json,
+    per item (`items[].NAME`) or for the whole tier (top-level `NAME`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="results.json key of the guard.")
+    direction: Literal["max", "min"] = Field("max", description="Which way is better.")
+    bound: float | None = Field(None, description="A limit on the candidate's mean (max: at least, min: at most).")
+    tolerance: float = Field(0.0, ge=0, description="A worsening up to this much is not held against a candidate.")
+    why: str = Field("", description="What gaming it catches (shown in the verdict).")
 
 
 class SIAFolderSpec(BaseModel):
@@ -68,10 +83,15 @@ class SIAFolderSpec(BaseModel):
     submission: str = Field("submission.csv", description="The output file kept in the generation's logs.")
     max_output_bytes: int = Field(512_000_000, gt=0, description="Cap on what the agent leaves in its working dir "
                                   "(all files together; each evaluation copies it once per tier).")
+    guards: list[GuardSpec] = Field(default_factory=list, description="Guard metrics: further numbers of results.json "
+                                    "that a candidate's gain must not worsen (keep-best blocks it if one does).")
     reward_function: str | None = Field(None, description="A function of the reference agent that a target-model "
                                         "completion may replace (e.g. `denoise`): then a single completion has a reward "
                                         "(GRPO): the reference agent with that function replaced, run on the feedback "
                                         "tier in the sandbox and scored by the evaluator. None: no reward path.")
+    transfer_tasks: list[str] = Field(default_factory=list, description="Related tasks (built-in names or task "
+                                      "folders, relative to this one) that `sia transfer RUN` scores a run's incumbents "
+                                      "on by default.")
 
 
 def is_sia_folder(root: Path) -> bool:
@@ -182,6 +202,13 @@ class SIAFolderTask(CsvTask):
     @property
     def reference_agent(self) -> Path:
         return self._reference
+
+    @property
+    def guards(self) -> tuple[Guard, ...]:
+        """The guards `sia_task.json` declares (their values come from each item's `metrics`)."""
+        return tuple(Guard(**g.model_dump()) for g in self.spec.guards)
+
+    guard_values = None  # what the evaluator reported per item (tasks.base.guard_values_of), not CsvTask's
 
     @property
     def submission_columns(self) -> tuple[str, str]:
@@ -296,11 +323,18 @@ class SIAFolderTask(CsvTask):
         if score is None:
             raise EvaluatorError(f"{path}: results.json has no number '{self.spec.metric}' (nor any top-level "
                                  "number); set metric in sia_task.json or fix the evaluator, then `sia resume RUN`")
-        per_item = _items(data.get("items"))
+        names = [g.name for g in self.spec.guards]
+        per_item = _items(data.get("items"), names, self.spec.metric)
+        tier = {n: float(data[n]) for n in names if finite_number(data.get(n))}
+        raw_items = [it for it in data.get("items") or [] if isinstance(it, dict)] if isinstance(data.get("items"), list) else []
+        if missing := [n for n in names if n not in data and not any(n in it for it in raw_items)]:
+            raise EvaluatorError(f"{path}: results.json has no guard {missing[0]!r} (top-level or in items[]); fix the "
+                                 f"evaluator or the guards in {self.root / 'sia_task.json'}, then `sia resume RUN`")
         if per_item is None:
-            return {(split, i): ItemOutcome(None, score) for i in ids}
+            return {(split, i): ItemOutcome(None, score, metrics=tier or None) for i in ids}
         return {(split, i): ItemOutcome(per_item.get(i, {}).get("prediction"), per_item.get(i, {}).get("score", 0.0),
-                                        None if i in per_item else "evaluate.py gave no result for this item")
+                                        None if i in per_item else "evaluate.py gave no result for this item",
+                                        metrics=(tier | per_item.get(i, {}).get("metrics", {})) or None)
                 for i in ids}
 
     def _run_evaluator(self, ids: list[str], outputs: Path | None, work: Path, sandbox, limits, python: str):
@@ -323,8 +357,9 @@ class SIAFolderTask(CsvTask):
         return float(value) if finite_number(value) else (float(numbers[0]) if numbers else None)
 
 
-def _items(items) -> dict[str, dict] | None:
-    """id -> {score, prediction} from results.json's items[]; None when there are none."""
+def _items(items, guards: list[str] = (), metric: str = "") -> dict[str, dict] | None:
+    """id -> {score, prediction, metrics: {guard: value}} from results.json's items[] (an item's score:
+    its value of `metric` where it has one, else its `score` or `correct`); None when there are none."""
     if not isinstance(items, list) or not items:
         return None
     out = {}
@@ -332,11 +367,12 @@ def _items(items) -> dict[str, dict] | None:
         if not isinstance(it, dict):
             continue
         key = next((it[k] for k in ("id", "item_id", "question_id") if k in it), None)
-        value = it.get("score", it.get("correct", it.get("is_correct")))
+        value = it[metric] if metric in it else it.get("score", it.get("correct", it.get("is_correct")))
         if key is None or not (finite_number(value) or isinstance(value, bool)):
             continue
         pred = it.get("prediction")
-        out[str(key)] = {"score": float(value), "prediction": None if pred is None else str(pred)[:1000]}
+        out[str(key)] = {"score": float(value), "prediction": None if pred is None else str(pred)[:1000],
+                         "metrics": {g: float(it[g]) for g in guards if finite_number(it.get(g))}}
     return out or None
 
 

@@ -70,9 +70,14 @@ def mse(test: np.ndarray, denoised: np.ndarray, test_log: np.ndarray | None = No
 
 def poisson(train_total: float, test: np.ndarray, denoised: np.ndarray) -> float:
     """OpenProblems v1 / TTT-Discover Poisson loss (argument order as they call it; see module doc)."""
+    return float(poisson_per_cell(train_total, test, denoised).mean())
+
+
+def poisson_per_cell(train_total: float, test: np.ndarray, denoised: np.ndarray) -> np.ndarray:
+    """`poisson`'s loss per cell (the mean over its genes); their mean is `poisson`."""
     test = np.asarray(test, dtype=np.float64)
     scaled = np.asarray(denoised, dtype=np.float64) * (test.sum() / train_total)
-    return float(np.mean(test - scaled * np.log(test + POISSON_EPS)))
+    return np.mean(test - scaled * np.log(test + POISSON_EPS), axis=1)
 
 
 def rescale_cells(denoised: np.ndarray, train: np.ndarray) -> np.ndarray:
@@ -125,3 +130,22 @@ def normalized(value: float, no_denoise: float, perfect: float) -> float:
     if not span > 0:
         raise ValueError(f"degenerate references: no-denoise {no_denoise} is not worse than perfect {perfect}")
     return (no_denoise - value) / span
+
+
+def own_count_r2(train: np.ndarray, denoised: np.ndarray) -> np.ndarray:
+    """Per cell: the share of the variance of the log-normalised output explained by each entry's
+    own training count (R² of the output against the cell's count values as groups). 1.0 means the
+    output is a function of each entry's own count within the cell: a transform of the input
+    (`sharpen`, `shrink`, no denoising), not a denoiser, which borrows from other cells and gives
+    entries with the same count different values. A cell whose output is constant scores 1.0."""
+    X = np.asarray(train)
+    Y = log_normalize(denoised)
+    cells = np.repeat(np.arange(X.shape[0]), X.shape[1])
+    counts = np.rint(X.ravel()).astype(np.int64)
+    _, group = np.unique(cells * (int(counts.max(initial=0)) + 1) + counts, return_inverse=True)
+    y = Y.ravel()
+    n = np.bincount(group)
+    group_mean = np.bincount(group, weights=y) / n
+    within = np.bincount(cells, weights=(y - group_mean[group]) ** 2)
+    total = ((Y - Y.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    return np.where(total > 0, 1.0 - np.divide(within, total, out=np.zeros_like(total), where=total > 0), 1.0)

@@ -27,6 +27,17 @@ from sia.tasks.scrna_denoise.split import split_molecules
 HERE = Path(__file__).parent
 FOLDER = HERE / "folder"
 REFERENCE_AGENT = FOLDER / "reference_agent.py"
+# Packaged files of the folder, by their place in it (the registry refreshes a cached copy from them).
+PACKAGED_FILES = {"data/public/evaluate.py": FOLDER / "evaluate.py", "data/public/scrna_metrics.py": HERE / "metrics.py",
+                  "data/public/task.md": FOLDER / "task.md"}
+# Guard metrics of folder/evaluate.py (README "Known weaknesses"): keep-best blocks a candidate whose
+# cell-rescaled Poisson worsens, or whose output is a transform of each cell's own counts.
+GUARDS = [
+    {"name": "poisson_rescaled_norm", "direction": "max", "tolerance": 0.005,
+     "why": "the cell-rescaled Poisson, which shrinking or rescaling an output cannot move"},
+    {"name": "own_count_r2", "direction": "min", "bound": 0.95,
+     "why": "the output is a transform of each cell's own counts (sharpen, shrink), not a denoiser"},
+]
 
 
 def load(data: str, seed: int = 0, cells: int = 500, genes: int = 10_000) -> Counts:
@@ -49,7 +60,7 @@ def _write_matrix(path: Path, cells: list[str], genes: list[str], X: np.ndarray)
 
 
 def prepare(dest: Path, data: str = "celltypist", seed: int = 0, cells: int = 500, genes: int = 10_000,
-            name: str = "scrna-denoise") -> Path:
+            name: str = "scrna-denoise", transfer_tasks: tuple[str, ...] = ()) -> Path:
     counts = load(data, seed, cells, genes)
     if len(set(counts.cells)) != len(counts.cells):
         raise ValueError(f"{data}: cell ids repeat; each cell needs its own id")
@@ -61,13 +72,12 @@ def prepare(dest: Path, data: str = "celltypist", seed: int = 0, cells: int = 50
             d.mkdir(parents=True)
         _write_matrix(public / "train_counts.csv", counts.cells, kept, split.train)
         _write_matrix(private / "test_counts.csv", counts.cells, kept, split.test)
-        shutil.copy(FOLDER / "task.md", public / "task.md")
-        shutil.copy(FOLDER / "evaluate.py", public / "evaluate.py")
-        shutil.copy(HERE / "metrics.py", public / "scrna_metrics.py")
+        for rel, packaged in PACKAGED_FILES.items():
+            shutil.copy(packaged, tmp / rel)
         shutil.copy(REFERENCE_AGENT, tmp / "reference" / "reference_target_agent.py")
         (tmp / "sia_task.json").write_text(json.dumps({
             "name": name, "kind": "sia-folder", "metric": "mse_norm", "submission": "denoised.csv",
             "evaluator_timeout_s": 600, "restrict_public_inputs": False,
-            "reward_function": "denoise"}, indent=2))
+            "reward_function": "denoise", "guards": GUARDS, "transfer_tasks": list(transfer_tasks)}, indent=2))
         private.chmod(0o700)
     return dest

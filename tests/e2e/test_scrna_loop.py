@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -37,9 +38,54 @@ KNN_DENOISE = '''def denoise(counts: np.ndarray) -> np.ndarray:
 '''
 
 
-def knn_agent() -> str:
+DIFFUSION_DENOISE = '''def denoise(counts: np.ndarray) -> np.ndarray:
+    """MAGIC-style diffusion: sqrt library fractions, an adaptive Gaussian kernel on 20 PCs, three
+    diffusion steps, squared back and rescaled to each cell's library size."""
+    lib = counts.sum(axis=1, keepdims=True)
+    X = np.sqrt(counts / np.maximum(lib, 1))
+    Z = X - X.mean(axis=0)
+    u, s, _ = np.linalg.svd(Z, full_matrices=False)
+    E = u[:, :20] * s[:20]
+    d = ((E[:, None, :] - E[None, :, :]) ** 2).sum(axis=-1)
+    K = np.exp(-d / (np.sort(d, axis=1)[:, min(5, len(E) - 1)][:, None] + 1e-12))
+    K = K + K.T
+    Y = np.linalg.matrix_power(K / K.sum(axis=1, keepdims=True), 3) @ X
+    out = Y ** 2
+    return out * lib / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
+
+
+'''
+# The metric probes of references.py, as an agent would write them (README "Known weaknesses").
+SHARPEN_DENOISE = '''def denoise(counts: np.ndarray) -> np.ndarray:
+    """Each cell's own counts to the power 1.5, rescaled to its library size: uses no other cell."""
+    out = counts.astype(np.float64) ** 1.5
+    return out * counts.sum(axis=1, keepdims=True) / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
+
+
+'''
+SHRINK_DENOISE = '''def denoise(counts: np.ndarray) -> np.ndarray:
+    """The counts times 1e-3: the OpenProblems Poisson loss drifts towards perfect, nothing is denoised."""
+    return counts.astype(np.float64) * 1e-3
+
+
+'''
+
+
+def agent_with(denoise_src: str = KNN_DENOISE) -> str:
     src = REFERENCE_AGENT.read_text()
-    return src[: src.index("def denoise")] + KNN_DENOISE + src[src.index("def read_counts"):]
+    return src[: src.index("def denoise")] + denoise_src + src[src.index("def read_counts"):]
+
+
+def run_two_generations(tmp_path, task_root, first: str, second: str, run_id: str = "sc") -> tuple[list, object]:
+    """Generation 1 is `first` (the Meta-Agent's agent), generation 2 the Feedback-Agent's rewrite `second`."""
+    meta = scripted_llm(["```python\n" + first + "```"], can_write_code=True)
+    svc = fake_services(tmp_path, run_id, meta, [json.dumps({"diagnosis": "denoise better", "lever": "scaffold"}),
+                                                 "```python\n" + second + "```"], feedback_writes_code=True)
+    try:
+        out = run_graph(svc, SIAInput(run_id=run_id, task=str(task_root), max_generations=2, policy="llm"))
+    finally:
+        shutdown(svc)
+    return out["history"], svc
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +122,12 @@ def test_the_folder_evaluator_agrees_with_the_standalone_scorer(task, tmp_path):
     assert got["mse_norm"] == pytest.approx(want["mse_norm"], rel=1e-9) and got["mse_norm"] > 0.05
     assert got["poisson_norm"] == pytest.approx(want["poisson_norm"], rel=1e-9)
     assert np.mean([i["score"] for i in got["items"]]) == pytest.approx(got["mse_norm"], rel=1e-9)
+    # the guards: per-cell shares whose mean is the tier's value, equal to the standalone scorer's
+    assert got["poisson_rescaled_norm"] == pytest.approx(want["poisson_rescaled_norm"], rel=1e-9)
+    for key in ("poisson_norm", "poisson_rescaled_norm", "own_count_r2"):
+        assert np.mean([i[key] for i in got["items"]]) == pytest.approx(got[key], rel=1e-9)
+    assert 0.2 < got["own_count_r2"] < 0.9  # MAGIC borrows from other cells; a transform of the counts scores 1
+    assert run_evaluator(task, tmp_path, header, references.sharpen(train))["own_count_r2"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("breakage, message", [
@@ -92,18 +144,11 @@ def test_gamed_or_malformed_outputs_are_rejected_on_the_command_line(task, tmp_p
 
 
 def test_sia_run_reaches_generation_2_on_scrna_denoise(task, tmp_path):
-    rewrite = "```python\n" + knn_agent() + "```"
-    meta = scripted_llm(["```python\n" + REFERENCE_AGENT.read_text() + "```"], can_write_code=True)
-    svc = fake_services(tmp_path, "sc", meta, [json.dumps({"diagnosis": "no denoising at all", "lever": "scaffold"}),
-                                               rewrite], feedback_writes_code=True)
-    try:
-        out = run_graph(svc, SIAInput(run_id="sc", task=str(task.root), max_generations=2, policy="llm"))
-    finally:
-        shutdown(svc)
-    h = out["history"]
+    h, svc = run_two_generations(tmp_path, task.root, REFERENCE_AGENT.read_text(), agent_with(DIFFUSION_DENOISE))
     assert [g.generation for g in h] == [1, 2] and h[1].lever == "scaffold" and h[1].accepted
     assert h[0].selection == pytest.approx(0.0, abs=1e-12) and h[0].test == pytest.approx(0.0, abs=1e-12)
-    assert h[1].selection > 0.02 and h[1].test > 0.02  # kNN smoothing beats no denoising on every tier
+    assert h[1].selection > 0.05 and h[1].test > 0.05  # diffusion beats no denoising on every tier ...
+    assert h[1].guards == "held (poisson_rescaled_norm, own_count_r2)"  # ... without buying it with a guard
     tiers = {name: {r["id"] for r in rows} for name, rows in task.splits().items()}
     with open(svc.paths.gen(2) / "task_selection_denoised.csv", newline="") as f:
         assert len(list(csv.reader(f))) == 81  # the agent denoised every cell ...
@@ -115,6 +160,45 @@ def test_sia_run_reaches_generation_2_on_scrna_denoise(task, tmp_path):
     prompts = "\n".join(prompts_sent(svc))  # the Feedback-Agent saw feedback cells and their scores ...
     assert "- item 'cell" in prompts and "score 0" in prompts
     assert not [c for c in tiers["test"] | tiers["selection"] if f"'{c}'" in prompts]  # ... and no other cell
+
+
+def with_metric(task_root, dest, metric: str):
+    """A copy of the task folder scored by another of its evaluator's numbers."""
+    shutil.copytree(task_root, dest)
+    spec = json.loads((dest / "sia_task.json").read_text())
+    (dest / "sia_task.json").write_text(json.dumps(dict(spec, metric=metric)))
+    return dest
+
+
+def assert_blocked(h, svc, blocked: set[str]) -> None:
+    """Generation 2 won the metric under the paired test, and a guard, named, kept it out."""
+    assert h[0].accepted and not h[1].accepted and h[1].selection > h[0].selection
+    verdict = json.loads((svc.paths.gen(2) / "results.json").read_text())["keep_best"]
+    assert "(significant at" in verdict["reason"] and set(verdict["blocked_by"]) == blocked, verdict
+    assert h[1].guards.startswith("BLOCKED by") and all(name in h[1].guards for name in blocked)
+    assert all(name in h[1].note for name in blocked)  # the verdict's reason reaches the summary and `sia show`
+
+
+@pytest.mark.parametrize("metric, first, probe, blocked", [
+    # sharpen raises mse_norm over no denoising: caught as a transform of each cell's own counts
+    ("mse_norm", REFERENCE_AGENT.read_text(), SHARPEN_DENOISE, {"own_count_r2"}),
+    # shrink takes the OpenProblems Poisson from a real denoiser's 0.02 to 0.99: caught twice
+    ("poisson_norm", agent_with(DIFFUSION_DENOISE), SHRINK_DENOISE, {"own_count_r2", "poisson_rescaled_norm"}),
+], ids=["sharpen", "shrink"])
+def test_the_metric_probes_win_their_metric_and_are_blocked_by_a_guard(task, tmp_path, metric, first, probe, blocked):
+    root = with_metric(task.root, tmp_path / "task", metric)
+    h, svc = run_two_generations(tmp_path, root, first, agent_with(probe))
+    assert_blocked(h, svc, blocked)
+
+
+@pytest.mark.slow
+def test_sharpen_beats_a_real_denoiser_on_celltypist_and_is_blocked(tmp_path):
+    """The README's case: on the celltypist sample sharpen scores mse_norm 0.31 (a MAGIC-style
+    diffusion about 0.2) while denoising nothing."""
+    root = prepare(tmp_path / "celltypist", data="celltypist")
+    h, svc = run_two_generations(tmp_path, root, agent_with(DIFFUSION_DENOISE), agent_with(SHARPEN_DENOISE))
+    assert h[0].selection > 0.1
+    assert_blocked(h, svc, {"own_count_r2"})
 
 
 def test_import_counts_turns_a_users_csv_into_a_loop_task(tmp_path, monkeypatch, capsys):

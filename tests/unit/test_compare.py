@@ -93,6 +93,9 @@ def test_compare_routes_levers_to_rows_and_resumes_as_a_no_op(capsys, tmp_path, 
     assert wh["vs_h"] == {"delta": 0.0, "lo": 0.0, "hi": 0.0, "n": 7} and h["vs_h"] is None
     md = (folder / "table.md").read_text()
     assert "| best scaffold+weights (W+H): llm | 2 | 0.857 | s0 0.857 · s1 0.857 | +0.571 [" in md
+    # each arm's one accepted change: its guard held; no transfer scored yet
+    assert all(a["guards"] == "held on 1 of 1 change" and a["transfers"] == {} for a in arms.values())
+    assert md.count("| held on 1 of 1 change | not scored |") == 4
     assert "best scaffold-only (H)" in out and "W+H" in out and "Compare folder" in out
     assert json.loads((folder / "compare.json").read_text())["seeds"] == 2
 

@@ -4,6 +4,8 @@ the normal approximation; and which incumbent an arm's row takes from its run.db
 
 from __future__ import annotations
 
+import json
+
 import itertools
 from fractions import Fraction
 
@@ -122,7 +124,8 @@ def test_an_arm_row_takes_the_selection_choice_never_the_best_test_score(tmp_pat
             (3, "weights", "B", "adapters/gen_3", 1, [1, 0, 0]), (4, "scaffold", "D", None, 0, [1, 1, 1])]
     for gen, lever, sha, adapter, accepted, scores in gens:
         db.save_generation({"run_id": "llm-s0", "generation": gen, "lever": lever, "adapter": adapter,
-                            "scaffold_sha": sha, "accepted": accepted, "test": sum(scores) / 3, "wall_s": 1.0})
+                            "scaffold_sha": sha, "accepted": accepted, "test": sum(scores) / 3, "wall_s": 1.0,
+                            "guards": "held (macro_recall)" if gen == 3 else None})
         db.save_items([ItemResult(
             "llm-s0", gen, sha, adapter or "base", split, f"t{i}", f"tag{gen}{split}{i}", "x", "y", s)
             for i, s in enumerate(scores) for split in ("test", "selection")])
@@ -132,3 +135,8 @@ def test_an_arm_row_takes_the_selection_choice_never_the_best_test_score(tmp_pat
     assert (result.initial.generation, result.initial.test) == (1, {"t0": 0, "t1": 0, "t2": 0})
     assert (result.final.generation, result.final.adapter) == (3, "adapters/gen_3")
     assert result.final.test == {"t0": 1, "t1": 0, "t2": 0}
+    assert result.guards == "held on 1, no guards on 1 of 2 changes" and result.transfers == ()
+    (paths.root / "transfer").mkdir()
+    (paths.root / "transfer" / "other.json").write_text(json.dumps({"task": "other", "incumbents": [], "first_to_final": {
+        "from": 1, "to": 3, "delta": -0.2, "ci": [-0.3, -0.1], "verdict": "loss on transfer"}}))
+    assert arm_result({}, folder, "llm", 0).transfers == (("other", "-0.200 [-0.300, -0.100] loss on transfer"),)

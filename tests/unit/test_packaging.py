@@ -73,6 +73,8 @@ def test_a_checkpoint_from_before_the_rename_resumes(tmp_path, monkeypatch):
         saver.conn.close()
     assert [h.generation for h in out["history"]] == [1, 2]
     assert out["history"][1].accepted and out["history"][1].selection == 1.0
+    # guards came later: the old incumbent's stored items (no metrics column) are paired all the same
+    assert out["history"][0].guards is None and out["history"][1].guards == "held (macro_recall)"
     assert json.loads((tmp_path / "runs" / "old" / "summary.json").read_text())["final_test"] is not None
 
 

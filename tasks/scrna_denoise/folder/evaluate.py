@@ -7,7 +7,13 @@ genes in the same order), scores it against the held-out molecules in ../private
 with OpenProblems' metrics (scrna_metrics.py beside this file) and writes DIR/results.json:
 mse_norm (the score: 0 = no denoising, 1 = perfect), poisson_norm, the raw losses, and items[]
 with each cell's share of mse_norm, (mse_no_denoise_c - mse_c) / mean_c(mse_no_denoise_c), whose
-mean is exactly mse_norm. An output that cannot be scored honestly exits 1 with the reason.
+mean is exactly mse_norm (and likewise its share of poisson_norm, for a task scored by that). An output that cannot be scored honestly exits 1 with the reason.
+
+Two guard metrics (sia_task.json's `guards`), per cell and for the tier: `poisson_rescaled_norm`
+(the cell-rescaled Poisson, normalised like mse_norm; each cell's share, whose mean is the tier's
+value), which shrinking or rescaling an output cannot move; and `own_count_r2`, the share of the
+output explained by each entry's own training count within its cell (1.0 for a transform of the
+input such as `sharpen` or `shrink`, 0.3-0.6 for kNN smoothing or MAGIC).
 """
 
 import argparse
@@ -56,13 +62,28 @@ def score(gen_dir: Path) -> dict:
     mse, mse_none = float(per_cell.mean()), float(per_cell_none.mean())
     poisson = metrics.poisson(float(train.sum()), test, D)
     poisson_none, poisson_perfect = (metrics.poisson(float(train.sum()), test, m) for m in (train, test))
+    poisson_cells = metrics.poisson_per_cell(float(train.sum()), test, D)
+    poisson_cells_none = metrics.poisson_per_cell(float(train.sum()), test, train)
     if poisson < poisson_perfect:
         raise ValueError(f"Poisson loss {poisson:.6g} beats the perfect reference {poisson_perfect:.6g}: "
                          "no honest denoiser does (the loss is gameable by scaling; see scrna_metrics.py)")
+    total = float(train.sum())
+    rescaled = metrics.poisson_per_cell(total, test, metrics.rescale_cells(D, train))
+    rescaled_none = metrics.poisson_per_cell(total, test, train)
+    rescaled_span = rescaled_none.mean() - metrics.poisson_per_cell(total, test, metrics.rescale_cells(test, train)).mean()
+    if rescaled.mean() < rescaled_none.mean() - rescaled_span:
+        raise ValueError("the cell-rescaled Poisson loss beats the perfect reference: no honest denoiser does")
+    rescaled_share = (rescaled_none - rescaled) / rescaled_span
+    poisson_span = poisson_none - poisson_perfect
+    own = metrics.own_count_r2(train, D)
     return {"mse_norm": metrics.normalized(mse, mse_none, 0.0),
             "poisson_norm": metrics.normalized(poisson, poisson_none, poisson_perfect),
+            "poisson_rescaled_norm": float(rescaled_share.mean()), "own_count_r2": float(own.mean()),
             "mse": mse, "mse_no_denoise": mse_none, "poisson": poisson, "cells": len(cells), "genes": len(genes),
-            "items": [{"id": c, "score": float((n - m) / mse_none)} for c, n, m in zip(cells, per_cell_none, per_cell)]}
+            "items": [{"id": c, "score": float((n - m) / mse_none), "poisson_norm": float((pn - p) / poisson_span),
+                       "poisson_rescaled_norm": float(r), "own_count_r2": float(o)}
+                      for c, n, m, pn, p, r, o in zip(cells, per_cell_none, per_cell, poisson_cells_none, poisson_cells,
+                                                      rescaled_share, own)]}
 
 
 def main() -> None:
