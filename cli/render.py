@@ -69,7 +69,8 @@ def generations_table(rows: list[dict], title: str | None = None) -> Table:
     return table
 
 
-_GUARDS = {"held": "[green]held[/]", "blocked": "[red]blocked[/]", "unchecked": "[yellow]unchecked[/]", "none": ""}
+_GUARDS = {"held": "[green]held[/]", "blocked": "[red]blocked[/]", "failed": "[yellow]failed[/]",
+           "past bound": "[red]past bound[/]", "unchecked": "[yellow]unchecked[/]", "none": ""}
 
 
 def verdict_table(generations: list[dict], transfers: list[dict]) -> Table | None:
@@ -132,7 +133,8 @@ class ServeLog:
 def scored_line(ev: dict) -> str:
     verdict = "[green]accepted[/]" if ev.get("accepted") else "[yellow]rejected[/]"
     guards = guards_state(ev.get("guards"))
-    verdict += {"held": ", guards held", "blocked": ", [red]blocked by a guard[/]", "unchecked": ", guards unchecked"}.get(guards, "")
+    verdict += {"held": ", guards held", "blocked": ", [red]blocked by a guard[/]", "unchecked": ", a guard unchecked",
+                "past bound": ", [red]past a guard's bound[/]"}.get(guards, "")
     note = f"  [dim]{escape(ev['note'])}[/]" if ev.get("note") else ""
     return (f"[bold]gen {ev['generation']}[/] {escape(str(ev.get('lever')))} ({escape(ev.get('adapter') or 'base')})  "
             f"feedback {score(ev.get('feedback'))}  selection [bold]{score(ev.get('selection'))}[/]  "

@@ -29,7 +29,8 @@ from sia.tasks.base import Guard
 @dataclass
 class GuardCheck:
     """How one guard fared: its mean for the candidate and the incumbent on the selection items,
-    the worsening's p-value (None: no paired test ran), and whether it held."""
+    the worsening's p-value (None: no paired test ran), whether it held, and whether it could be
+    checked at all (an unchecked guard holds, and says so)."""
 
     name: str
     candidate: float | None
@@ -37,6 +38,7 @@ class GuardCheck:
     p_value: float | None
     held: bool
     reason: str
+    checked: bool = True
 
 
 @dataclass
@@ -46,19 +48,25 @@ class Verdict:
     p_value: float | None
     reason: str
     guards: list[GuardCheck] = field(default_factory=list)
+    metric_won: bool = True  # whether the metric's paired test alone would have accepted it
 
     @property
     def blocked_by(self) -> list[str]:
-        return [g.name for g in self.guards if not g.held]
+        """The guards that kept it out ([] when accepted: a first candidate past a bound is kept)."""
+        return [] if self.accepted else [g.name for g in self.guards if not g.held]
 
     def guards_summary(self) -> str | None:
-        """One line for tables: 'held' or 'BLOCKED by a, b' (with each blocking reason); None without guards."""
+        """One line for tables (None without guards): 'held (a, b)', 'held (a); unchecked (b)',
+        'BLOCKED by <reason>' when a guard kept out a metric win, 'failed: <reason>' when the metric
+        lost anyway, and for a first candidate (never rejected) 'PAST BOUND: <reason>'."""
         if not self.guards:
             return None
-        blocked = [g for g in self.guards if not g.held]
-        if not blocked:
-            return "held (" + ", ".join(g.name for g in self.guards) + ")"
-        return "BLOCKED by " + "; ".join(g.reason for g in blocked)
+        failed = "; ".join(g.reason for g in self.guards if not g.held)
+        if failed:
+            return ("PAST BOUND: " if self.accepted else "BLOCKED by " if self.metric_won else "failed: ") + failed
+        held = ", ".join(g.name for g in self.guards if g.checked)
+        unchecked = ", ".join(g.name for g in self.guards if not g.checked)
+        return "; ".join(part for part in (held and f"held ({held})", unchecked and f"unchecked ({unchecked})") if part)
 
     def guard_rows(self) -> list[dict]:
         return [asdict(g) for g in self.guards]
@@ -85,12 +93,15 @@ def mcnemar_p(wins: int, losses: int) -> float:
 def keep_best(candidate: dict[str, float], incumbent: dict[str, float] | None, cfg: KeepBestConfig,
               guards: list[tuple[Guard, dict[str, float], dict[str, float]]] = ()) -> Verdict:
     """Per-item selection scores (item id -> score) of both; None when there is no incumbent yet.
-    `guards`: (guard, candidate's item values, incumbent's item values) per guard of the task."""
+    `guards`: (guard, candidate's item values, incumbent's item values) per guard of the task. A
+    first candidate is accepted whatever its guards say (the loop needs an incumbent), but a bound
+    it is past is recorded, so the table shows it."""
+    checks = [check_guard(g, cand, inc, cfg) for g, cand, inc in guards] if cfg.guards else []
     if incumbent is None:
-        return Verdict(True, 0.0, None, "first candidate")
+        return Verdict(True, 0.0, None, "first candidate", [c for c in checks if not c.held])
     verdict = _metric_verdict(candidate, incumbent, cfg)
-    verdict.guards = [check_guard(g, cand, inc, cfg) for g, cand, inc in guards] if cfg.guards else []
-    if blocked := [g for g in verdict.guards if not g.held]:
+    verdict.guards, verdict.metric_won = checks, verdict.accepted
+    if blocked := [g for g in checks if not g.held]:
         failed = "; ".join(g.reason for g in blocked)
         verdict.reason += f"; blocked by guard {failed}" if verdict.accepted else f"; guard also failed: {failed}"
         verdict.accepted = False
@@ -99,27 +110,40 @@ def keep_best(candidate: dict[str, float], incumbent: dict[str, float] | None, c
 
 def check_guard(guard: Guard, candidate: dict[str, float], incumbent: dict[str, float], cfg: KeepBestConfig) -> GuardCheck:
     """Whether `guard` holds for the candidate against the incumbent (item id -> guard value of
-    each). A guard neither side reported (e.g. an incumbent scored before guards existed, or an
-    output the evaluator refused) is not held against the candidate: the reason says it went unchecked."""
+    each; the incumbent's {} for a first candidate, whose bound alone is checked). An item the
+    incumbent has a value for and the candidate has none (its evaluator did not report the guard,
+    or reported NaN) blocks: leaving a guard out must not be a way past it. A guard the incumbent
+    has no values for (scored before guards existed, or never reported) goes unchecked, and says so.
+    Guard values given per tier (the same on every item) are compared as plain means: there is no
+    sample to test."""
     cand_mean = float(np.mean(list(candidate.values()))) if candidate else None
     inc_mean = float(np.mean(list(incumbent.values()))) if incumbent else None
-    better = max if guard.direction == "max" else min
-    if cand_mean is not None and guard.bound is not None and better(cand_mean, guard.bound) != cand_mean:
-        side = ">=" if guard.direction == "max" else "<="
-        return GuardCheck(guard.name, cand_mean, inc_mean, None, False,
-                          f"{guard.name} {cand_mean:.3f} (must be {side} {guard.bound:g}{': ' + guard.why if guard.why else ''})")
-    shared = sorted(set(candidate) & set(incumbent))
-    if not shared:
-        return GuardCheck(guard.name, cand_mean, inc_mean, None, True, f"{guard.name} unchecked (no values to pair)")
+
+    def result(held: bool, text: str, p: float | None = None, checked: bool = True) -> GuardCheck:
+        why = f": {guard.why}" if guard.why and not held else ""
+        return GuardCheck(guard.name, cand_mean, inc_mean, p, held, text + why, checked)
+
+    if cand_mean is not None and guard.past_bound(cand_mean):
+        return result(False, f"{guard.name} {cand_mean:.3f} (must be {'>=' if guard.direction == 'max' else '<='} "
+                             f"{guard.bound:g})")
+    if missing := sorted(set(incumbent) - set(candidate)):
+        return result(False, f"{guard.name} not reported for {len(missing)} of the candidate's items (the incumbent's "
+                             "evaluation reported it)")
+    if not incumbent:
+        if candidate and guard.bound is not None:
+            return result(True, f"{guard.name} {cand_mean:.3f} within its bound (not paired: the incumbent has no values)")
+        return result(True, f"{guard.name} unchecked (the incumbent has no values to pair)", checked=False)
+    shared = sorted(incumbent)
     sign = 1.0 if guard.direction == "max" else -1.0
     worse = np.array([sign * (incumbent[i] - candidate[i]) for i in shared]) - guard.tolerance
     change = -sign * float(worse.mean() + guard.tolerance)  # candidate minus incumbent, in the guard's units
     if worse.mean() <= 0:
-        return GuardCheck(guard.name, cand_mean, inc_mean, None, True, f"{guard.name} {change:+.3f}")
-    p = None if cfg.test == "none" else paired_bootstrap_p(worse, cfg.resamples, cfg.seed)
-    held = p is not None and p > 1 - cfg.guard_confidence
-    text = f"{guard.name} {change:+.3f}" + ("" if p is None else f" (p={p:.3f})")
-    return GuardCheck(guard.name, cand_mean, inc_mean, p, held, text if held else f"{text}{': ' + guard.why if guard.why else ''}")
+        return result(True, f"{guard.name} {change:+.3f}")
+    if cfg.test == "none" or np.ptp(worse) == 0:  # no test asked for, or nothing to resample
+        return result(False, f"{guard.name} {change:+.3f}")
+    p = paired_bootstrap_p(worse, cfg.resamples, cfg.seed)
+    held = p > 1 - cfg.guard_confidence
+    return result(held, f"{guard.name} {change:+.3f} (p={p:.3f})", p)
 
 
 def _metric_verdict(candidate: dict[str, float], incumbent: dict[str, float], cfg: KeepBestConfig) -> Verdict:

@@ -23,12 +23,13 @@ from sia.tasks.base import Task, guard_values_of
 def judge(svc: Services, task_: Task, state: SIAState, selection_items: list[ItemResult]) -> Verdict:
     """Keep-best against the incumbent's per-item selection scores (cached, so usually free), its
     guard metrics included."""
-    if state.incumbent is None:
-        return keep_best(item_scores(selection_items), None, svc.config.keep_best)
-    incumbent_items = evaluate(svc, task_, state.incumbent, ["selection"], limit=state.limit)["selection"].items
-    cand, inc = guard_values_of(task_, selection_items), guard_values_of(task_, incumbent_items)
+    incumbent_items = None
+    if state.incumbent is not None:
+        incumbent_items = evaluate(svc, task_, state.incumbent, ["selection"], limit=state.limit)["selection"].items
+    cand, inc = guard_values_of(task_, selection_items), guard_values_of(task_, incumbent_items or [])
     guards = [(g, cand.get(g.name, {}), inc.get(g.name, {})) for g in getattr(task_, "guards", ())]
-    return keep_best(item_scores(selection_items), item_scores(incumbent_items), svc.config.keep_best, guards)
+    return keep_best(item_scores(selection_items), None if incumbent_items is None else item_scores(incumbent_items),
+                     svc.config.keep_best, guards)
 
 
 def task(state: SIAState, runtime: Runtime[RunContext]) -> dict:

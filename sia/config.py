@@ -299,7 +299,7 @@ class KeepBestConfig(BaseModel):
                                            "guard worsens significantly, or is past its bound, is not accepted.")
     guard_confidence: float = Field(0.9, gt=0.5, lt=1, description="A guard blocks when the one-sided p-value of its "
                                     "worsening is at most 1 - guard_confidence (a bootstrap, or a plain comparison with "
-                                    "test: none). Higher than `confidence`, so that noise in a guard blocks a real gain "
+                                    "test: none). By default higher than `confidence`, so that noise in a guard blocks a real gain "
                                     "less often than noise in the metric admits a false one.")
 
 

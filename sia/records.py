@@ -7,8 +7,8 @@ failure lists and fine-tuning read them. Imports no component."""
 
 from __future__ import annotations
 
-import time
 import json
+import time
 from dataclasses import asdict, dataclass, field, fields
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 
 def guards_state(text: str | None) -> str:
-    """'held', 'blocked', 'unchecked' (guards existed but went unchecked) or 'none' (no guards ran:
-    a task without guards, guards turned off, or a run from before guards)."""
+    """What `nodes.keep_best.Verdict.guards_summary` said, in one word: 'held', 'unchecked' (some
+    guard could not be paired), 'blocked' (a guard kept out a metric win), 'failed' (a guard failed
+    and the metric lost too), 'past bound' (a first candidate, accepted all the same) or 'none' (no
+    guards ran: a task without guards, guards turned off, or a run from before guards)."""
     if not text:
         return "none"
-    if text.startswith("BLOCKED"):
-        return "blocked"
-    return "unchecked" if "unchecked" in text else "held"
+    for prefix, state in (("BLOCKED", "blocked"), ("failed", "failed"), ("PAST BOUND", "past bound")):
+        if text.startswith(prefix):
+            return state
+    return "unchecked" if "unchecked (" in text else "held"
 
 
 def transfer_line(change: dict | None) -> str:

@@ -54,14 +54,30 @@ class Guard:
     tolerance: float = 0.0  # a worsening up to this much (in the guard's units) is not held against it
     why: str = ""  # what gaming it catches, for the verdict and the docs
 
+    def __post_init__(self):
+        if self.tolerance < 0:
+            raise ValueError(f"guard {self.name!r}: tolerance must be >= 0, not {self.tolerance}")
+
+    def past_bound(self, value: float) -> bool:
+        """Whether a candidate's mean `value` is on the wrong side of the bound (never without one)."""
+        if self.bound is None:
+            return False
+        return value < self.bound if self.direction == "max" else value > self.bound
+
+
+def reported_guard_values(guards, items: list[ItemResult]) -> dict[str, dict[str, float]]:
+    """Guard name -> item id -> the value each item reported in its `metrics` (items without one
+    are left out: keep-best holds a missing value against the candidate)."""
+    return {g.name: {i.item_id: float(i.metrics[g.name]) for i in items if i.metrics and g.name in i.metrics}
+            for g in guards}
+
 
 def guard_values_of(task: "Task", items: list[ItemResult]) -> dict[str, dict[str, float]]:
     """Guard name -> item id -> value for one split's `items`: the task's own `guard_values`, else
-    what each item reported in its `metrics` (items without a value are left out)."""
+    what each item reported (`reported_guard_values`)."""
     if (own := getattr(task, "guard_values", None)) is not None:
         return own(items)
-    return {g.name: {i.item_id: float(i.metrics[g.name]) for i in items if i.metrics and g.name in i.metrics}
-            for g in getattr(task, "guards", ())}
+    return reported_guard_values(getattr(task, "guards", ()), items)
 
 
 class Task(Protocol):

@@ -39,22 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sia.files import (copy_private_file, copy_private_tree, make_private_dir, private_scratch,
                        write_private_bytes)
 from sia.sandbox.files import UnsafeOutput, copy_child_tree, read_child_file
-from sia.tasks.base import Guard, ItemOutcome, Tags, TaskError
+from sia.records import ItemResult
+from sia.tasks.base import Guard, ItemOutcome, Tags, TaskError, reported_guard_values
 from sia.tasks.csv_task import CsvTask
 from sia.tasks.evaluator import EvaluatorError, finite_number, run_timed, timed_out_error
-
-
-class GuardSpec(BaseModel):
-    """One guard metric in `sia_task.json` (`tasks.base.Guard`): a further number of results.json,
-    per item (`items[].NAME`) or for the whole tier (top-level `NAME`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="results.json key of the guard.")
-    direction: Literal["max", "min"] = Field("max", description="Which way is better.")
-    bound: float | None = Field(None, description="A limit on the candidate's mean (max: at least, min: at most).")
-    tolerance: float = Field(0.0, ge=0, description="A worsening up to this much is not held against a candidate.")
-    why: str = Field("", description="What gaming it catches (shown in the verdict).")
 
 
 class SIAFolderSpec(BaseModel):
@@ -83,8 +71,9 @@ class SIAFolderSpec(BaseModel):
     submission: str = Field("submission.csv", description="The output file kept in the generation's logs.")
     max_output_bytes: int = Field(512_000_000, gt=0, description="Cap on what the agent leaves in its working dir "
                                   "(all files together; each evaluation copies it once per tier).")
-    guards: list[GuardSpec] = Field(default_factory=list, description="Guard metrics: further numbers of results.json "
-                                    "that a candidate's gain must not worsen (keep-best blocks it if one does).")
+    guards: list[Guard] = Field(default_factory=list, description="Guard metrics (tasks.base.Guard: name, direction, "
+                                "bound, tolerance, why): further numbers of results.json, per item (`items[].NAME`) or "
+                                "per tier (`NAME`), that a candidate's gain must not worsen (keep-best blocks it if one does).")
     reward_function: str | None = Field(None, description="A function of the reference agent that a target-model "
                                         "completion may replace (e.g. `denoise`): then a single completion has a reward "
                                         "(GRPO): the reference agent with that function replaced, run on the feedback "
@@ -206,9 +195,11 @@ class SIAFolderTask(CsvTask):
     @property
     def guards(self) -> tuple[Guard, ...]:
         """The guards `sia_task.json` declares (their values come from each item's `metrics`)."""
-        return tuple(Guard(**g.model_dump()) for g in self.spec.guards)
+        return tuple(self.spec.guards)
 
-    guard_values = None  # what the evaluator reported per item (tasks.base.guard_values_of), not CsvTask's
+    def guard_values(self, items: list[ItemResult]) -> dict[str, dict[str, float]]:
+        """What the evaluator reported per item (not CsvTask's macro recall: the gold stays private)."""
+        return reported_guard_values(self.guards, items)
 
     @property
     def submission_columns(self) -> tuple[str, str]:
@@ -263,7 +254,8 @@ class SIAFolderTask(CsvTask):
         """`tasks.base.RewardedTask`: the reference agent with `reward_function` replaced by the one
         in `completion`, run in the sandbox on the feedback tier's view, scored by the evaluator (with
         its own guards against gamed outputs); the mean over the feedback items (or `item_id`'s
-        score). No such function in the completion, a crash or a rejected output: 0."""
+        score). No such function in the completion, a crash, a rejected output or one past a guard's
+        bound (sia_task.json's `guards`, as keep-best would block it): 0."""
         name = self.spec.reward_function
         if name is None:
             raise TaskError(f"{self.root / 'sia_task.json'}: no reward_function, so single completions cannot be "
@@ -285,8 +277,19 @@ class SIAFolderTask(CsvTask):
             sandbox.run([python, "target_agent.py", "--dataset_dir", str(view), "--working_dir", str(work / "out")],
                         work, {}, limits.for_items(len(feedback)), readable=[view])
             outcomes, _ = self.score_output(work / "out", tags, {}, sandbox=sandbox, limits=limits, python=python)
+        if self._past_a_bound(outcomes.values()):
+            return 0.0  # e.g. a `denoise` that only sharpens each cell's counts: no reward for gaming the metric
         scores = {key[1]: outcome.score for key, outcome in outcomes.items()}
         return scores[item_id] if item_id is not None else sum(scores.values()) / len(scores)
+
+    def _past_a_bound(self, outcomes) -> list[str]:
+        """The guards with a bound whose mean over `outcomes` is past it (as keep-best would block)."""
+        crossed = []
+        for guard in self.guards:
+            values = [o.metrics[guard.name] for o in outcomes if o.metrics and guard.name in o.metrics]
+            if values and guard.past_bound(sum(values) / len(values)):
+                crossed.append(guard.name)
+        return crossed
 
     def _score_tier(self, split, ids, outputs, problem, work, sandbox, limits, python) -> dict:
         """Outcomes of one tier. Whatever the agent's output makes go wrong (the evaluator rejects
@@ -323,13 +326,13 @@ class SIAFolderTask(CsvTask):
         if score is None:
             raise EvaluatorError(f"{path}: results.json has no number '{self.spec.metric}' (nor any top-level "
                                  "number); set metric in sia_task.json or fix the evaluator, then `sia resume RUN`")
+        # Guards: a value missing (or NaN) on an item is held against the candidate by keep-best;
+        # a NaN for the whole tier is, like a NaN metric, the output's doing.
         names = [g.name for g in self.spec.guards]
+        if bad := [n for n in names if isinstance(data.get(n), float) and not math.isfinite(data[n])]:
+            return zero(f"evaluate.py scored this output {bad[0]} = {data[bad[0]]}")
         per_item = _items(data.get("items"), names, self.spec.metric)
         tier = {n: float(data[n]) for n in names if finite_number(data.get(n))}
-        raw_items = [it for it in data.get("items") or [] if isinstance(it, dict)] if isinstance(data.get("items"), list) else []
-        if missing := [n for n in names if n not in data and not any(n in it for it in raw_items)]:
-            raise EvaluatorError(f"{path}: results.json has no guard {missing[0]!r} (top-level or in items[]); fix the "
-                                 f"evaluator or the guards in {self.root / 'sia_task.json'}, then `sia resume RUN`")
         if per_item is None:
             return {(split, i): ItemOutcome(None, score, metrics=tier or None) for i in ids}
         return {(split, i): ItemOutcome(per_item.get(i, {}).get("prediction"), per_item.get(i, {}).get("score", 0.0),

@@ -149,6 +149,7 @@ def test_sia_run_reaches_generation_2_on_scrna_denoise(task, tmp_path):
     assert h[0].selection == pytest.approx(0.0, abs=1e-12) and h[0].test == pytest.approx(0.0, abs=1e-12)
     assert h[1].selection > 0.05 and h[1].test > 0.05  # diffusion beats no denoising on every tier ...
     assert h[1].guards == "held (poisson_rescaled_norm, own_count_r2)"  # ... without buying it with a guard
+    assert h[0].guards.startswith("PAST BOUND: own_count_r2 1.000")  # returning the counts is no denoiser: marked, kept
     tiers = {name: {r["id"] for r in rows} for name, rows in task.splits().items()}
     with open(svc.paths.gen(2) / "task_selection_denoised.csv", newline="") as f:
         assert len(list(csv.reader(f))) == 81  # the agent denoised every cell ...
@@ -184,7 +185,9 @@ def assert_blocked(h, svc, blocked: set[str]) -> None:
     ("mse_norm", REFERENCE_AGENT.read_text(), SHARPEN_DENOISE, {"own_count_r2"}),
     # shrink takes the OpenProblems Poisson from a real denoiser's 0.02 to 0.99: caught twice
     ("poisson_norm", agent_with(DIFFUSION_DENOISE), SHRINK_DENOISE, {"own_count_r2", "poisson_rescaled_norm"}),
-], ids=["sharpen", "shrink"])
+    # not a probe but an honest trade-off: kNN smoothing raises mse_norm and fits the Poisson worse than no denoising
+    ("mse_norm", REFERENCE_AGENT.read_text(), KNN_DENOISE, {"poisson_rescaled_norm"}),
+], ids=["sharpen", "shrink", "knn-trade-off"])
 def test_the_metric_probes_win_their_metric_and_are_blocked_by_a_guard(task, tmp_path, metric, first, probe, blocked):
     root = with_metric(task.root, tmp_path / "task", metric)
     h, svc = run_two_generations(tmp_path, root, first, agent_with(probe))
@@ -282,6 +285,14 @@ def test_a_completions_reward_is_its_denoisers_score_on_the_feedback_tier(task):
     negative = "```python\ndef denoise(counts):\n    return -counts.astype(float)\n```"
     for bad in ("I would smooth the counts.", "```python\ndef denoise(counts) return 1\n```", negative):
         assert reward(bad) == 0.0, bad
+    # sharpening wins mse_norm here too, but its output is a transform of each cell's own counts:
+    # past own_count_r2's bound, so no reward (the weights lever is not trained towards it)
+    sharpen = "```python\n" + SHARPEN_DENOISE + "```"
+    assert reward(sharpen) == 0.0 and task.guards[1].name == "own_count_r2"
+    unguarded = type(task)(task.root, task.spec.model_copy(update={"guards": []}), task.item_table, task.item_ids,
+                           task.reference_agent)
+    assert unguarded.completion_reward(sharpen, None, sandbox=SubprocessSandbox(), limits=SandboxLimits(),
+                                       python=sys.executable) > 0.01
     feedback, selection = task.splits()["feedback"], task.splits()["selection"]
     assert reward("```python\n" + KNN_DENOISE + "```", feedback[0]["id"]) != 0.0
     with pytest.raises(TaskError, match="not a feedback item"):
