@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_ID ?= demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup system-deps demo test test-quick studio clean
+.PHONY: setup system-deps demo test test-quick studio docs clean
 
 ## bubblewrap isolates generated code (sandbox/); as root with apt it is installed here, else say how.
 system-deps:
@@ -38,6 +38,10 @@ test-quick: setup
 ## Serve the graph for LangGraph Studio (API on http://127.0.0.1:2024).
 studio: setup
 	LANGSMITH_TRACING=false $(VENV)/bin/langgraph dev --no-browser
+
+## Regenerate docs/config.md from the pydantic models in sia/config.py (a test checks it is current).
+docs: $(STAMP)
+	$(PY) -m sia.config_docs docs/config.md
 
 clean:
 	rm -rf runs

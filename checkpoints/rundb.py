@@ -59,8 +59,9 @@ class RunDB:
         with self.lock:
             self.db["generations"].create({
                 "run_id": str, "generation": int, "lever": str, "adapter": str, "scaffold_sha": str,
-                "feedback": float, "selection": float, "test": float, "accepted": int, "wall_s": float,
-                "note": str, "created": float}, pk=("run_id", "generation"), if_not_exists=True)
+                "feedback": float, "selection": float, "test": float, "accepted": int, "p_value": float,
+                "guards": str, "wall_s": float, "note": str, "created": float}, pk=("run_id", "generation"),
+                if_not_exists=True)  # (a run.db from before p_value/guards gets them as columns on first save)
             self.db["item_results"].create({
                 "run_id": str, "generation": int, "scaffold_sha": str, "adapter": str, "split": str,
                 "item_id": str, "tag": str, "prediction": str, "gold": str, "score": float, "error": str,

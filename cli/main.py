@@ -4,6 +4,7 @@
     sia resume RUN        sia runs        sia show RUN        sia serve --port 8000
     sia compare --task lawbench-mini --policies scaffold-only,llm --seeds 3
     sia transfer RUN [--task OTHER]   (a run's incumbents on a task it never trained or selected on)
+    sia report RUN [-o report.html]   (one self-contained HTML file of a run)
     sia tasks list        sia eval --task NAME --submission FILE [--split test]
 
 Heavy imports (torch, the graph) happen inside the commands that need them, so `--help`,
@@ -238,10 +239,12 @@ def build_parser() -> Parser:
 
     from sia.cli.compare import add_command as add_compare
     from sia.cli.tasks import add_commands
+    from sia.cli.report import add_command as add_report
     from sia.cli.transfer import add_command as add_transfer
 
     add_compare(sub, runs_dir, unsafe)
     add_transfer(sub, runs_dir, unsafe)
+    add_report(sub, runs_dir)
     add_commands(sub)
     return parser
 
