@@ -67,11 +67,12 @@ def score_chart(generations: list[dict], intervals: dict[tuple[int, str], tuple[
                      f"<text x='{left - 6}' y='{y(v) + 4:.1f}' text-anchor='end'>{v:.2f}</text>")
     for gen in gens:
         parts.append(f"<text x='{x(gen):.1f}' y='{height - 10}' text-anchor='middle'>gen {gen}</text>")
-    step, incumbent = [], None  # the incumbent's selection score after each generation
+    step, incumbent = [], None  # the incumbent's selection score: flat until a candidate replaces it
     for g in generations:
+        if incumbent is not None:
+            step.append(f"{x(g['generation']):.1f},{y(incumbent):.1f}")
         if g.get("accepted") and g.get("selection") is not None:
             incumbent = g["selection"]
-        if incumbent is not None:
             step.append(f"{x(g['generation']):.1f},{y(incumbent):.1f}")
     if len(step) > 1:
         parts.append(f"<polyline points='{' '.join(step)}' fill='none' stroke='#888' stroke-dasharray='4 3' "
@@ -137,7 +138,8 @@ def render(run: dict) -> str:
                    [[str(g["generation"]), escape(str(g.get("lever"))), escape(g.get("adapter") or "base"),
                      fmt(g.get("feedback")), fmt(g.get("selection")), fmt(g.get("test")),
                      "<span class='yes'>yes</span>" if g.get("accepted") else "<span class='no'>no</span>",
-                     fmt(g.get("p_value")), _guards(g.get("guards")), fmt(g.get("wall_s")), escape(g.get("note") or "")]
+                     fmt(g.get("p_value")), _guards(g.get("guards")),
+                     "" if g.get("wall_s") is None else f"{float(g['wall_s']):.1f}", escape(g.get("note") or "")]
                     for g in gens], numeric={0, 3, 4, 5, 7, 9})
     tasks = [t["task"] for t in run.get("transfers", [])]
     verdicts = change_verdicts(gens, run.get("transfers", []))
