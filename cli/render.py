@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from sia.transfer_table import read_transfers
-from sia.verdicts import change_verdicts, guards_state, transfer_line
+from sia.verdicts import guards_state, verdict_cells
 
 # Piped output (logs, CI) gets room for the tables; a terminal or $COLUMNS decides otherwise.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
@@ -75,20 +75,15 @@ _GUARDS = {"held": "[green]held[/]", "blocked": "[red]blocked[/]", "failed": "[y
 
 def verdict_table(generations: list[dict], transfers: list[dict]) -> Table | None:
     """A verdict on each accepted change: its selection gain, its guards and how it transferred."""
-    rows = change_verdicts(generations, transfers)
+    header, rows = verdict_cells(generations, transfers)
     if not rows:
         return None
     table = Table(title="Verdict on each accepted change", title_justify="left", header_style="bold",
                   box=box.SIMPLE_HEAD, **_COMPACT)
-    tasks = [t["task"] for t in transfers]
-    for name in ["gen", "lever", "replaced", "selection gain", "guards", *(f"transfer: {t}" for t in tasks)]:
-        table.add_column(escape(name), overflow="fold", justify="right" if name in ("gen", "replaced", "selection gain")
-                         else "left")
-    for r in rows:
-        gain = "" if r["selection_gain"] is None else f"{r['selection_gain']:+.3f}"
-        table.add_row(str(r["generation"]), escape(str(r["lever"])), str(r["replaced"]), gain,
-                      escape(r["guards"] or "no guards ran"),
-                      *(escape(transfer_line(r["transfer"].get(t)) or "not scored") for t in tasks))
+    for k, name in enumerate(header):
+        table.add_column(escape(name), overflow="fold", justify="right" if k in (0, 2, 3) else "left")
+    for cells in rows:
+        table.add_row(*(escape(c) for c in cells))
     return table
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from html import escape
 
-from sia.verdicts import change_verdicts, transfer_line
+from sia.verdicts import transfer_sentence, verdict_cells
 
 SPLIT_COLOURS = {"feedback": "#1f77b4", "selection": "#d62728", "test": "#2ca02c"}
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
@@ -141,25 +141,16 @@ def render(run: dict) -> str:
                      fmt(g.get("p_value")), _guards(g.get("guards")),
                      "" if g.get("wall_s") is None else f"{float(g['wall_s']):.1f}", escape(g.get("note") or "")]
                     for g in gens], numeric={0, 3, 4, 5, 7, 9})
-    tasks = [t["task"] for t in run.get("transfers", [])]
-    verdicts = change_verdicts(gens, run.get("transfers", []))
-    verdict_html = _table(["gen", "lever", "replaced", "selection gain", "guards", *(f"transfer: {escape(t)}" for t in tasks)],
-                          [[str(r["generation"]), escape(str(r["lever"])), str(r["replaced"]), fmt(r["selection_gain"], True),
-                            _guards(r["guards"]) or "no guards ran",
-                            *(escape(transfer_line(r["transfer"].get(t)) or "not scored") for t in tasks)]
-                           for r in verdicts], numeric={0, 2, 3}) if verdicts else "<p>No change was accepted after the first agent.</p>"
+    header, verdicts = verdict_cells(gens, run.get("transfers", []))
+    verdict_html = (_table([escape(h) for h in header], [[escape(c) for c in cells] for cells in verdicts], numeric={0, 2, 3})
+                    if verdicts else "<p>No change was accepted after the first agent.</p>")
     sections = [f"<h1>{escape(title)}</h1>", head, "<h2>Score by generation</h2>",
                 score_chart(gens, run.get("intervals", {})),
                 "<p>Whiskers: 95% bootstrap interval of the split's mean over its items (where they are stored).</p>",
                 "<h2>Generations</h2>", table, "<h2>Lineage</h2>",
                 _table(["gen", "lever", "measured against", "adapter", "keep-best", "p"], lineage_rows(gens), numeric={0, 5}),
                 "<h2>Verdict on each accepted change</h2>", verdict_html]
-    for t in run.get("transfers", []):
-        ftf = t.get("first_to_final")
-        sections.append(f"<p>Transfer to <b>{escape(t['task'])}</b> ({escape(str(t.get('split')))} split, {t.get('n')} "
-                        f"items): first → final {escape(transfer_line(ftf) or 'one incumbent')}"
-                        + (f"; on the run's own test split {escape(transfer_line(t['own_task']))}" if t.get("own_task") else "")
-                        + ".</p>")
+    sections += [f"<p>{escape(transfer_sentence(t, t['task']))}</p>" for t in run.get("transfers", [])]
     if run.get("adapters"):
         sections.append("<h2>Adapters</h2>")
         for a in run["adapters"]:

@@ -8,6 +8,8 @@ Pure: generation rows and transfer results in, rows and text out. The summary (s
 
 from __future__ import annotations
 
+from sia.transfer_table import fmt_change
+
 
 def guards_state(text: str | None) -> str:
     """What `nodes.keep_best.Verdict.guards_summary` said, in one word: 'held', 'unchecked' (some
@@ -24,10 +26,7 @@ def guards_state(text: str | None) -> str:
 
 def transfer_line(change: dict | None) -> str:
     """'+0.031 [-0.010, +0.072] no clear change on transfer' for one change of a transfer result."""
-    if not change:
-        return ""
-    lo, hi = change["ci"]
-    return f"{change['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {change['verdict']}"
+    return f"{fmt_change(change)} {change['verdict']}" if change else ""
 
 
 def change_verdicts(generations: list[dict], transfers: list[dict]) -> list[dict]:
@@ -58,27 +57,38 @@ def guards_tally(rows: list[dict]) -> str:
     return ", ".join(parts).replace("none on", "no guards on") + f" of {len(rows)} change{'s' * (len(rows) != 1)}"
 
 
+def verdict_cells(generations: list[dict], transfers: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the verdict table as plain text, one row per accepted change: what
+    summary.md, `sia show` and `sia report` each print in their own markup."""
+    tasks = [t["task"] for t in transfers]
+    header = ["gen", "lever", "replaced", "selection gain", "guards", *(f"transfer: {t}" for t in tasks)]
+    rows = [[str(r["generation"]), str(r["lever"]), str(r["replaced"]),
+             "" if r["selection_gain"] is None else f"{r['selection_gain']:+.3f}", r["guards"] or "no guards ran",
+             *(transfer_line(r["transfer"].get(t)) or "not scored" for t in tasks)]
+            for r in change_verdicts(generations, transfers)]
+    return header, rows
+
+
+def transfer_sentence(t: dict, name: str) -> str:
+    """'Transfer to NAME (test split, 60 items): first -> final incumbent ...; on the run's own test
+    split ....' for one transfer report; `name` is its task name in the caller's markup."""
+    own = t.get("own_task")
+    return (f"Transfer to {name} ({t.get('split', 'test')} split, {t.get('n')} items): first -> final incumbent "
+            f"{transfer_line(t.get('first_to_final')) or 'no change (one incumbent)'}"
+            + (f"; on the run's own test split {transfer_line(own)}" if own else "") + ".")
+
+
 def verdict_markdown(generations: list[dict], transfers: list[dict]) -> str:
     """summary.md's section: a line per accepted change, then each transfer task's first -> final."""
-    rows = change_verdicts(generations, transfers)
+    header, rows = verdict_cells(generations, transfers)
     if not rows and not transfers:
         return ""
     lines = ["", "## Verdict on each accepted change", ""]
-    if not rows:
-        lines.append("No change was accepted after the first agent.")
-    tasks = [t["task"] for t in transfers]
     if rows:
-        header = ["gen", "lever", "replaced", "selection gain", "guards", *(f"transfer: {t}" for t in tasks)]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        gain = "" if r["selection_gain"] is None else f"{r['selection_gain']:+.3f}"
-        cells = [str(r["generation"]), str(r["lever"]), str(r["replaced"]), gain, r["guards"] or "no guards ran",
-                 *(transfer_line(r["transfer"].get(t)) or "not scored" for t in tasks)]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    else:
+        lines.append("No change was accepted after the first agent.")
     for t in transfers:
-        final = t.get("first_to_final")
-        own = t.get("own_task")
-        lines += ["", f"Transfer to `{t['task']}` ({t.get('split', 'test')} split, {t.get('n')} items): first -> final "
-                      f"incumbent {transfer_line(final) or 'no change (one incumbent)'}"
-                  + (f"; on the run's own test split {transfer_line(own)}" if own else "") + "."]
+        lines += ["", transfer_sentence(t, f"`{t['task']}`")]
     return "\n".join(lines) + "\n"
