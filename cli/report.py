@@ -8,7 +8,6 @@ no model, no graph, no network. Works on a finished, stopped or running run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.markup import escape
@@ -18,11 +17,10 @@ from sia.checkpoints.rundb import RunDB
 from sia.cli.common import CLIError
 from sia.cli.render import console
 from sia.compare_table import bootstrap_ci
-from sia.files import read_json, write_text_atomic
+from sia.files import read_json, read_jsonl, write_text_atomic
 from sia.report_html import render
+from sia.tasks.base import SPLITS
 from sia.transfer_table import read_transfers
-
-SPLITS = ("feedback", "selection", "test")
 
 
 def split_intervals(paths: RunPaths, generations: list[dict]) -> dict[tuple[int, str], tuple[float, float]]:
@@ -58,15 +56,10 @@ def gather(paths: RunPaths) -> dict:
         if summary:
             adapters.append({"version": f"adapters/{folder.name}", "summary": summary,
                              "losses": summary.get("loss_history") or []})
-    timings = []
-    for line in (_read(paths.timings) or "").splitlines():
-        try:
-            timings.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by a kill
     return {"run_id": paths.run_id, "task": row.get("task"), "policy": row.get("policy"), "status": row.get("status"),
             "isolation": row.get("isolation"), "generations": gens, "intervals": split_intervals(paths, gens),
-            "transfers": read_transfers(paths.root), "details": details, "adapters": adapters, "timings": timings}
+            "transfers": read_transfers(paths.root), "details": details, "adapters": adapters,
+            "timings": read_jsonl(paths.timings)}
 
 
 def _read(path: Path) -> str:

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from sia.files import read_jsonl
 from sia.finetune.records import answer_field
 
 REWARDS_NAME = "rewards.jsonl"
@@ -130,15 +131,4 @@ class RewardBook:
 
 def read_rewards(path: Path) -> list[dict]:
     """The recorded rewards of a training folder (lines cut by a kill are skipped)."""
-    rows = []
-    path = Path(path)
-    if not path.is_file():
-        return rows
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and {"prompt_sha", "completion", "reward"} <= row.keys():
-            rows.append(row)
-    return rows
+    return [row for row in read_jsonl(path) if {"prompt_sha", "completion", "reward"} <= row.keys()]

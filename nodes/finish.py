@@ -3,13 +3,12 @@ verdict on each accepted change (its guards, and its transfers once `sia transfe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from langgraph.runtime import Runtime
 
 from sia.checkpoints.paths import RunPaths
-from sia.files import read_json, write_json_atomic, write_text_atomic
+from sia.files import read_json, read_jsonl, write_json_atomic, write_text_atomic
 from sia.graph.context import RunContext
 from sia.graph.state import SIAState
 from sia.nodes.services import services
@@ -19,10 +18,7 @@ from sia.verdicts import verdict_markdown
 
 def time_table(timings: Path) -> str:
     """Markdown: seconds spent per generation in agent runs (by purpose and splits) and training."""
-    try:
-        rows = [json.loads(line) for line in timings.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return ""
+    rows = read_jsonl(timings)
     if not rows:
         return ""
     lines = ["", "## Where the time went", "", "| gen | what | items | seconds |", "|---|---|---|---|"]

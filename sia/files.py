@@ -100,6 +100,24 @@ def read_json(path: Path) -> dict:
         return {}
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of an append-only JSON-lines file (timings.jsonl, rewards.jsonl), [] when it
+    is missing; a line cut by a kill, or anything but an object, is skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 # --- private scratch: folders 0700, files 0600 ----------------------------------------------------
 # Scratch copies of private data (gold answers, an evaluator's working folder) must stay unreadable
 # to other local users while they exist. The modes are given explicitly at creation, never left to
