@@ -8,7 +8,7 @@ import socket
 import time
 
 from sia.gateway.server import MemoryRecorder
-from tests.unit.test_gateway_security import CHAT, GatedBackend, gateways, issue, make_gateway, post  # noqa: F401
+from tests.gateway_client import CHAT, GatedBackend, issue, make_gateway, post
 
 
 def test_a_client_gone_before_its_answer_leaves_no_traceback_and_the_gateway_serves_on(gateways, capfd):
