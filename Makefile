@@ -6,13 +6,19 @@ RUN_ID ?= demo-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: setup system-deps demo test test-quick studio docs clean
 
-## bubblewrap isolates generated code (sandbox/); as root with apt it is installed here, else say how.
+## bubblewrap isolates generated code (sandbox/); chromium + chromium-driver run `sia web`'s browser test
+## (tests/e2e/test_web_browser.py, skipped without them). As root with apt they are installed here, else say how.
 system-deps:
 	@command -v bwrap >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
 	  else echo "make: bubblewrap is missing (Debian/Ubuntu: sudo apt install bubblewrap); without it and root," \
 	       "runs need --unsafe-sandbox" >&2; fi; }
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "make: chromium/chromedriver are missing (Debian/Ubuntu: sudo apt install chromium chromium-driver);" \
+	       "without them the browser test of sia web is skipped" >&2; fi; }
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { gb=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); [ "$$gb" -ge 7 ] || \

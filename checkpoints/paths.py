@@ -53,8 +53,18 @@ class RunPaths:
 
     @property
     def timings(self) -> Path:
-        """One JSON line per agent run and per training: where the run's time went."""
+        """One JSON line per agent run, per training and per node run: where the run's time went."""
         return self.root / "timings.jsonl"
+
+    @property
+    def now(self) -> Path:
+        """The node in flight: {node, generation, started, pid}, rewritten as each node starts (nodes/progress.py)."""
+        return self.root / "now.json"
+
+    @property
+    def paused(self) -> Path:
+        """Present while a budget holds the run paused: {reason, generation} (nodes/budget.py)."""
+        return self.root / "paused.json"
 
     def tag_salt(self) -> str:
         """A random secret of this run (created once), so agents cannot recompute item tags."""

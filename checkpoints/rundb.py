@@ -19,7 +19,11 @@ _GENERATIONS = "select * from generations where run_id = ? order by generation"
 def _generation_rows(conn: sqlite3.Connection, run_id: str) -> list[dict]:
     cursor = conn.execute(_GENERATIONS, [run_id])
     names = [column[0] for column in cursor.description]
-    return [dict(zip(names, row)) for row in cursor]
+    rows = [dict(zip(names, row)) for row in cursor]
+    for row in rows:  # tokens per role is stored as JSON text
+        if isinstance(row.get("tokens"), str):
+            row["tokens"] = json.loads(row["tokens"])
+    return rows
 
 
 def _read(path: Path, query, empty):
@@ -134,6 +138,21 @@ class RunDB:
                  "and split = ?")
         return _read(path, lambda conn: {item: float(score) for item, score in conn.execute(
             query, [run_id, scaffold_sha, adapter or "base", split])}, empty={})
+
+    @staticmethod
+    def read_token_sums(path: Path, run_id: str, since: float | None = None) -> list[tuple[str, int, int]]:
+        """(purpose, prompt tokens, completion tokens) summed over the run's recorded model calls made
+        after `since` (an epoch time; None: all), read as `read_generations` reads."""
+        query = ("select purpose, coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0) from "
+                 "model_calls where run_id = ?" + (" and created > ?" if since is not None else "") + " group by purpose")
+        args = [run_id] + ([since] if since is not None else [])
+        return _read(path, lambda conn: [(p, int(a), int(b)) for p, a, b in conn.execute(query, args)], [])
+
+    @staticmethod
+    def read_saved_before(path: Path, run_id: str, generation: int) -> float | None:
+        """When the last generation before `generation` was saved (None: it is the first)."""
+        query = "select max(created) from generations where run_id = ? and generation < ?"
+        return _read(path, lambda conn: conn.execute(query, [run_id, generation]).fetchone()[0], None)
 
     def save_adapter(self, row: dict) -> None:
         with self.lock:

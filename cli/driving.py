@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from sia.checkpoints.paths import RunPaths
+from sia.cli.budget import PAUSED_EXIT
 from sia.cli.common import CLIError
 from sia.cli.isolation import check_isolation, handle_termination_signals, with_unsafe_sandbox
 from sia.cli.render import LiveView, console, err_console, report
@@ -113,7 +114,7 @@ def is_finished(paths: RunPaths) -> bool:
 
 def drive(paths: RunPaths, cfg, inputs, start_node: str | None, resume_cmd: str, title: str | None = None) -> int:
     """Stream the graph for this run (fresh when `inputs` and no checkpoint, else from its checkpoint).
-    0: the run reached its end; 130: interrupted; 1: it stopped on an error. Either message names
+    0: the run reached its end; 3 (PAUSED_EXIT): a budget paused it; 130: interrupted; 1: it stopped on an error. Either message names
     the run (`title`, default "Run ID") and says to continue with `resume_cmd`."""
     previous = handle_termination_signals()
     try:
@@ -172,14 +173,25 @@ def _stream(graph, paths: RunPaths, inputs, start_node, resume_cmd: str, title: 
         return 1
     finally:
         pid_file.unlink(missing_ok=True)
-    return finish_report(paths, graph.get_state(thread).values, time.monotonic() - started)
+    snap = graph.get_state(thread)
+    if snap.next:  # a budget paused it (nodes/budget.py): not finished, resumable
+        why = next((i.value.get("budget") for i in getattr(snap, "interrupts", ()) if isinstance(i.value, dict)), None)
+        err_console.print(f"[yellow]Paused:[/] {escape(title)} after generation {view.gen}: {escape(str(why))}. "
+                          f"Checkpoints are kept in {escape(str(paths.root))}; continue with "
+                          f"`{escape(resume_cmd)}` and a larger limit (e.g. --max-wall, --max-tokens, --max-usd).")
+        report(paths.run_id, _rows(snap.values), snap.values.get("errors") or [], paths.root, time.monotonic() - started)
+        return PAUSED_EXIT
+    return finish_report(paths, snap.values, time.monotonic() - started)
 
 
 def resume_hint(paths: RunPaths, runs_dir: str | None) -> str:
     return f"sia resume {paths.run_id}" + (f" --runs-dir {runs_dir}" if runs_dir else "")
 
 
+def _rows(values: dict) -> list[dict]:
+    return [h.model_dump() if hasattr(h, "model_dump") else dict(h) for h in values.get("history") or []]
+
+
 def finish_report(paths: RunPaths, values: dict, loop_s: float | None) -> int:
-    rows = [h.model_dump() if hasattr(h, "model_dump") else dict(h) for h in values.get("history") or []]
-    report(paths.run_id, rows, values.get("errors") or [], paths.root, loop_s)
+    report(paths.run_id, _rows(values), values.get("errors") or [], paths.root, loop_s)
     return 0

@@ -1,10 +1,11 @@
 """`sia`: run, resume, list and inspect SIA loop runs, or serve the embedded model.
 
     sia run --task lawbench-mini --generations 4 --policy alternate
-    sia resume RUN        sia runs        sia show RUN        sia serve --port 8000
+    sia resume RUN [--max-wall S]   sia runs        sia show RUN        sia serve --port 8000
     sia compare --task lawbench-mini --policies scaffold-only,llm --seeds 3
     sia transfer RUN [--task OTHER]   (a run's incumbents on a task it never trained or selected on)
     sia report RUN [-o report.html]   (one self-contained HTML file of a run)
+    sia web [--port 8765]             (a live dashboard of every run, on 127.0.0.1)
     sia tasks list        sia eval --task NAME --submission FILE [--split test]
 
 Heavy imports (torch, the graph) happen inside the commands that need them, so `--help`,
@@ -25,6 +26,7 @@ from rich.markup import escape
 
 from sia.checkpoints.paths import RunPaths
 from sia.checkpoints.rundb import RunDB
+from sia.cli.budget import add_budget_arguments, budget_flags, save_budget, with_budget
 from sia.cli.common import CLIError
 from sia.cli.driving import (PID_FILE, config_argument, default_runs_dir, drive, read_run, resume_hint,
                              task_argument, write_run)
@@ -89,6 +91,8 @@ def run_status(paths: RunPaths) -> str:
             return "running"
     except (OSError, ValueError):
         pass
+    if paths.paused.exists():
+        return "paused"
     return "finished" if (paths.root / "summary.json").exists() else "interrupted"
 
 
@@ -137,7 +141,7 @@ def cmd_run(args) -> int:
     from sia.graph.state import SIAInput
 
     task = task_argument(args.task, args.task_dir)
-    cfg = config_argument(args.config, args.runs_dir, args)
+    cfg = with_budget(config_argument(args.config, args.runs_dir, args), args)
     isolation_or_refuse(cfg)  # before the run folder exists, so a retry can use the same --run-id
     run_id = args.run_id or f"{Path(task).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
@@ -159,6 +163,9 @@ def cmd_run(args) -> int:
 def cmd_resume(args) -> int:
     paths = existing_run(args)
     cfg, inputs = read_run(paths, args)
+    if budget_flags(args):
+        cfg = with_budget(cfg, args)
+        save_budget(paths.config, cfg)  # the next resume keeps the new limits
     return drive(paths, cfg, inputs, None, resume_hint(paths, args.runs_dir))
 
 
@@ -212,12 +219,16 @@ def build_parser() -> Parser:
     p.add_argument("--config", metavar="FILE.json", help="a RunConfig JSON file (default: defaults + $SIA_CONFIG)")
     p.add_argument("--runs-dir", **runs_dir)
     p.add_argument("--unsafe-sandbox", action="store_true", help=unsafe)
+    add_budget_arguments(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("resume", help="continue a stopped run", description="Continue a run from its last checkpoint.")
+    p = sub.add_parser("resume", help="continue a stopped or paused run",
+                       description="Continue a run from its last checkpoint; a budget flag replaces that limit "
+                                   "in the run's config.json (how a paused run goes on).")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--runs-dir", **runs_dir)
     p.add_argument("--unsafe-sandbox", action="store_true", help=unsafe)
+    add_budget_arguments(p)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("runs", help="list runs", description="List runs with their scores and status.")
@@ -241,10 +252,12 @@ def build_parser() -> Parser:
     from sia.cli.tasks import add_commands
     from sia.cli.report import add_command as add_report
     from sia.cli.transfer import add_command as add_transfer
+    from sia.cli.web import add_command as add_web
 
     add_compare(sub, runs_dir, unsafe)
     add_transfer(sub, runs_dir, unsafe)
     add_report(sub, runs_dir)
+    add_web(sub, runs_dir)
     add_commands(sub)
     return parser
 

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sia.spend_text import shows_cost, tokens_by_role, tokens_cell, usd_cell
 from sia.transfer_table import read_transfers
 from sia.verdicts import guards_state, verdict_cells
 
@@ -53,11 +54,13 @@ def score(value) -> str:
 
 
 def generations_table(rows: list[dict], title: str | None = None) -> Table:
-    """The per-generation table; `rows` are GenerationResult dumps or run.db `generations` rows."""
+    """The per-generation table; `rows` are GenerationResult dumps or run.db `generations` rows.
+    A cost column appears when some generation cost money (remote roles with prices)."""
     table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, **_COMPACT)
+    cost = shows_cost(rows)
     for name, justify in [("gen", "right"), ("lever", "left"), ("adapter", "left"), ("feedback", "right"),
                           ("selection", "right"), ("test", "right"), ("accepted", "center"), ("guards", "left"),
-                          ("wall s", "right")]:
+                          ("wall s", "right"), ("tokens", "right")] + [("usd", "right")] * cost:
         table.add_column(name, justify=justify, no_wrap=name != "adapter", overflow="fold")
     table.add_column("note", overflow="fold", ratio=1, min_width=10)
     for r in rows:
@@ -65,7 +68,8 @@ def generations_table(rows: list[dict], title: str | None = None) -> Table:
         wall = "" if r.get("wall_s") is None else f"{r['wall_s']:.1f}"
         table.add_row(str(r["generation"]), escape(str(r.get("lever") or "")), escape(r.get("adapter") or "base"),
                       score(r.get("feedback")), score(r.get("selection")), score(r.get("test")), accepted,
-                      _GUARDS[guards_state(r.get("guards"))], wall, escape(r.get("note") or ""))
+                      _GUARDS[guards_state(r.get("guards"))], wall, tokens_cell(r.get("tokens")),
+                      *[usd_cell(r.get("usd"))] * cost, escape(r.get("note") or ""))
     return table
 
 
@@ -110,8 +114,23 @@ def report(run_id: str, rows: list[dict], errors: list[str], root, loop_s: float
         console.print(verdicts)
     for err in errors:
         console.print(f"[yellow]recorded error:[/] {escape(str(err))}")
+    if spent := spend_line(rows):
+        console.print(spent)
     took = "" if loop_s is None else f" · loop time {loop_s:.1f} s"
     console.print(f"Run folder: [bold]{escape(str(root))}[/]{took}")
+
+
+def spend_line(rows: list[dict]) -> str:
+    """'Spent: 812.0 s in generations · tokens meta 0 · feedback 1,204 · target 53,112 · $0.0123'."""
+    tokens: dict[str, int] = {}
+    for r in rows:
+        for role, n in (r.get("tokens") or {}).items():
+            tokens[role] = tokens.get(role, 0) + n
+    if not tokens:
+        return ""
+    usd = sum(r.get("usd") or 0 for r in rows)
+    return (f"Spent: {sum(r.get('wall_s') or 0 for r in rows):.1f} s in generations · tokens {tokens_by_role(tokens)}"
+            + (f" · ${usd:.4f}" if usd else ""))
 
 
 class ServeLog:

@@ -40,6 +40,9 @@ class GenerationResult(BaseModel):
     guards: str | None = Field(None, description="Whether the task's guard metrics held ('held (…)' or 'BLOCKED by …'); "
                                                  "None: no guards checked (a first candidate, a task without guards, an old run).")
     wall_s: float = Field(description="Seconds spent on this generation, evaluation and lever included.")
+    tokens: dict[str, int] | None = Field(None, description="Prompt + completion tokens per role (meta, feedback, "
+                                          "target) of the calls made for this generation (None: an old run).")
+    usd: float | None = Field(None, description="What those tokens cost at the roles' prices (nodes/budget.py).")
     note: str = ""
 
 

@@ -45,7 +45,8 @@ def write_scaffold(svc: Services, generation: int, code: str, lever: str, ration
 
 def elapsed(svc: Services, state: SIAState) -> float:
     """Seconds since the current lever (or generation 1) started."""
-    return round(svc.clock() - (state.lever_started or svc.clock()), 1)
+    now = svc.clock()
+    return round(now - (now if state.lever_started is None else state.lever_started), 1)
 
 
 def lever_failed(svc: Services, state: SIAState, lever: str, adapter: str | None, note: str, error: str) -> dict:

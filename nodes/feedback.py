@@ -20,8 +20,9 @@ from sia.graph.state import SIAState
 from sia.llm import LLMOutputError
 from sia.nodes import diagnosis as stats
 from sia.nodes import prompts
+from sia.nodes.budget import budget_gate
 from sia.nodes.common import emit, failures_text
-from sia.nodes.policies import choose_lever
+from sia.nodes.policies import choose_lever, will_continue
 from sia.nodes.services import services
 
 
@@ -45,6 +46,10 @@ def _history_text(state: SIAState) -> str:
 
 def feedback(state: SIAState, runtime: Runtime[RunContext]) -> dict:
     svc = services(runtime, state)
+    if will_continue(state):  # first, before any side effect: a resumed pause re-runs this node
+        # The invocation's config, not the services': a process that resumes a run it already
+        # drove (a compare, Studio) keeps its services, but a resume may raise the budget.
+        budget_gate(svc.paths, getattr(runtime.context, "config", None) or svc.config, state.history, state.generation)
     errors = list(state.errors)
     incumbent = state.incumbent
     items = svc.db.cached_items(state.run_id, incumbent.scaffold_sha, incumbent.adapter, "feedback") if incumbent else []
@@ -73,8 +78,6 @@ def feedback(state: SIAState, runtime: Runtime[RunContext]) -> dict:
             if writes_code:
                 diagnosis = "(the Feedback-Agent's reply did not parse)"
     lever, why = choose_lever(state, llm_lever, svc.config.weights_available)
-    if state.flagged:
-        lever, why = "stop", f"run flagged: {state.flagged}"
     source = "the Feedback-Agent's" if writes_code else "computed from the feedback items; the model writes no code"
     computed_line = f"Computed: {stats.summary(computed)}\n\n" if writes_code else ""  # offline it is the diagnosis
     write_text_atomic(svc.paths.gen(state.generation) / "feedback.md",

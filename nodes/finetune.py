@@ -11,6 +11,7 @@ The task node then scores it and keep-best decides, as for any candidate."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from langgraph.runtime import Runtime
 
@@ -68,6 +69,13 @@ def build_dataset(state: FinetuneState, runtime: Runtime[RunContext]) -> dict:
     return {"dataset_path": str(out / "dataset.jsonl"), "dataset_rows": len(rows), "method": method}
 
 
+def progress(adapter_dir: Path, event: dict) -> None:
+    """A training event to the live view and to the adapter's progress.jsonl (read by `sia web`)."""
+    emit(event)
+    with open(adapter_dir / "progress.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(event) + "\n")
+
+
 def train_adapter(state: FinetuneState, runtime: Runtime[RunContext]) -> dict:
     svc = services(runtime, state)
     gen = state.generation + 1
@@ -76,7 +84,7 @@ def train_adapter(state: FinetuneState, runtime: Runtime[RunContext]) -> dict:
     config = svc.config.finetune.model_copy(update={"method": method})
     try:
         summary = svc.trainer.train(out / "dataset.jsonl", svc.base_model(), out, config,
-                                    on_event=lambda e: emit({"generation": gen, **e}))
+                                    on_event=lambda e: progress(out, {"generation": gen, **e}))
     except TrainingFailed as exc:
         return _failed(state, svc, f"training failed: {exc.reason} (log: {exc.log_path})")
     finally:

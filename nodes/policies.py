@@ -31,12 +31,26 @@ POLICIES: dict[str, Callable[[SIAState, Lever | None], Lever]] = {
 }
 
 
-def choose_lever(state: SIAState, llm_lever: Lever | None, weights_available: bool) -> tuple[Lever, str]:
-    """The next lever and why; stops on max generations or a reached target score."""
+def stop_reason(state: SIAState) -> str | None:
+    """Why the loop ends whatever the Feedback-Agent says (None: it may go on)."""
+    if state.flagged:
+        return f"run flagged: {state.flagged}"
     if state.generation >= state.max_generations:
-        return "stop", f"reached max_generations={state.max_generations}"
+        return f"reached max_generations={state.max_generations}"
     if state.target_score is not None and (state.incumbent_selection or 0) >= state.target_score:
-        return "stop", f"selection score {state.incumbent_selection} reached target {state.target_score}"
+        return f"selection score {state.incumbent_selection} reached target {state.target_score}"
+    return None
+
+
+def will_continue(state: SIAState) -> bool:
+    """Whether another generation may follow (what a budget can pause)."""
+    return stop_reason(state) is None
+
+
+def choose_lever(state: SIAState, llm_lever: Lever | None, weights_available: bool) -> tuple[Lever, str]:
+    """The next lever and why; stops on a flag, max generations or a reached target score."""
+    if why := stop_reason(state):
+        return "stop", why
     if state.policy not in POLICIES:
         raise ValueError(f"unknown policy {state.policy!r}; choose one of {sorted(POLICIES)}")
     lever = POLICIES[state.policy](state, llm_lever)

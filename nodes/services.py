@@ -24,6 +24,7 @@ from sia.gateway.server import Backend, CallScope, Gateway
 from sia.graph.context import RunContext
 from sia.graph.state import SIAInput
 from sia.llm import RoleLLM, chat_model
+from sia.records import ModelCall
 from sia.sandbox.runner import SandboxRunner, SubprocessSandbox
 from sia.tasks.base import Task
 from sia.tasks.registry import resolve_task
@@ -82,10 +83,19 @@ class Services:
             base_url, key = cfg.base_url, os.environ.get(cfg.api_key_env, "")
             if not key:
                 raise RuntimeError(f"the {role} role needs an API key in ${cfg.api_key_env} (set it, or point the role elsewhere)")
+        record = None if cfg.embedded else self._recorder(role)  # the gateway records the embedded model
         llm = RoleLLM(chat_model(base_url, cfg.model, key, cfg.temperature, cfg.max_tokens, cfg.timeout_s),
-                      can_write_code=cfg.can_write_code)
+                      can_write_code=cfg.can_write_code, record=record)
         self.llm_override[role] = llm
         return llm
+
+    def _recorder(self, role: str):
+        """Records a remote role's calls in run.db as the gateway records the embedded model's, so
+        that its tokens count in budgets and its prompts can be read."""
+        def record(messages: list[dict], completion: str, prompt_tokens: int, completion_tokens: int, seconds: float):
+            self.db.record_call(ModelCall(self.paths.run_id, 0, None, None, role, messages, None, completion,
+                                          prompt_tokens, completion_tokens, round(seconds, 3)))
+        return record
 
     @property
     def python(self) -> str:

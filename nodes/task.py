@@ -12,6 +12,7 @@ from langgraph.runtime import Runtime
 from sia.files import write_json_atomic, write_text_atomic
 from sia.graph.context import RunContext, Services
 from sia.graph.state import Candidate, GenerationResult, SIAState
+from sia.nodes.budget import with_spend
 from sia.nodes.common import elapsed, emit
 from sia.nodes.evaluation import ProtectedFilesChanged, evaluate, items_jsonl
 from sia.nodes.keep_best import Verdict, item_scores, keep_best
@@ -55,6 +56,7 @@ def task(state: SIAState, runtime: Runtime[RunContext]) -> dict:
                               selection=sel, test=test, accepted=accepted, p_value=verdict.p_value,
                               guards=verdict.guards_summary(), wall_s=elapsed(svc, state),
                               note=f"{cand.rationale[:100]} [{verdict.reason}]")
+    result = with_spend(result, svc.paths.run_db, svc.config, state.run_id)
     svc.db.save_generation({"run_id": state.run_id, **result.model_dump(), "scaffold_sha": cand.scaffold_sha})
     if cand.lever == "weights":  # the adapter's row (written when it was trained) gets its verdict
         svc.db.save_adapter({"run_id": state.run_id, "version": cand.adapter, "selection": sel,
@@ -64,7 +66,7 @@ def task(state: SIAState, runtime: Runtime[RunContext]) -> dict:
         "feedback": fb, "selection": sel, "test": test, "incumbent_selection_before": state.incumbent_selection,
         "keep_best": {"reason": verdict.reason, "p_value": verdict.p_value, "delta": verdict.delta,
                       "guards": verdict.guard_rows(), "blocked_by": verdict.blocked_by},
-        "n": {s: scores[s].n for s in scores}, "wall_s": result.wall_s})
+        "n": {s: scores[s].n for s in scores}, "wall_s": result.wall_s, "tokens": result.tokens, "usd": result.usd})
     write_text_atomic(gen_dir / "items.jsonl", items_jsonl([i for s in scores.values() for i in s.items]))
     emit({"event": "scored", **result.model_dump()})
     update = {"history": [result], "candidate": None}
@@ -77,6 +79,7 @@ def _flag(svc: Services, state: SIAState, cand: Candidate, why: str) -> dict:
     """Reject the generation and flag the run (evaluate() has recorded the flag in run.db)."""
     result = GenerationResult(generation=cand.generation, lever=cand.lever, adapter=cand.adapter, feedback=None,
                               selection=None, test=None, accepted=False, wall_s=elapsed(svc, state), note=f"FLAGGED: {why}")
+    result = with_spend(result, svc.paths.run_db, svc.config, state.run_id)
     svc.db.save_generation({"run_id": state.run_id, **result.model_dump(), "scaffold_sha": cand.scaffold_sha})
     write_json_atomic(svc.paths.gen(cand.generation) / "results.json", {
         "generation": cand.generation, "accepted": False, "flagged": why})

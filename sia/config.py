@@ -215,6 +215,18 @@ class RoleConfig(BaseModel):
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature for this role.")
     max_tokens: int = Field(256, ge=16, description="Completion token limit for this role (raise it for a code-writing model).")
     timeout_s: float = Field(300, gt=0, description="Per-request timeout.")
+    usd_per_1m_prompt_tokens: float = Field(0.0, ge=0, description="Price of a million prompt tokens at this "
+                                            "endpoint (what --max-usd counts; 0 for the embedded model).")
+    usd_per_1m_completion_tokens: float = Field(0.0, ge=0, description="Price of a million completion tokens "
+                                                "(as usd_per_1m_prompt_tokens).")
+
+    def usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """What these tokens cost at this role's prices."""
+        return (prompt_tokens * self.usd_per_1m_prompt_tokens + completion_tokens * self.usd_per_1m_completion_tokens) / 1e6
+
+    @property
+    def priced(self) -> bool:
+        return bool(self.usd_per_1m_prompt_tokens or self.usd_per_1m_completion_tokens)
 
     @property
     def embedded(self) -> bool:
@@ -303,6 +315,31 @@ class KeepBestConfig(BaseModel):
                                     "less often than noise in the metric admits a false one.")
 
 
+BudgetRole = Literal["meta", "feedback", "target", "total"]
+
+
+class BudgetConfig(BaseModel):
+    """Limits on what a run spends (`nodes/budget.py`). They are checked before each lever, so a
+    generation in progress finishes; a run that reaches one pauses with its checkpoint kept, and
+    `sia resume RUN` with a larger limit continues it with nothing recomputed. None: no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_wall_s: float | None = Field(None, gt=0, description="Most seconds the loop spends over all its "
+                                     "generations (each generation's wall_s, summed; time paused does not count).")
+    max_tokens: dict[BudgetRole, int] = Field(default_factory=dict, description="Most prompt + completion tokens "
+                                              "per role (meta, feedback, target) or over all roles (total), "
+                                              "counted from the calls recorded in run.db.")
+    max_usd: float | None = Field(None, gt=0, description="Most US dollars the roles' endpoints cost, at the "
+                                  "per-token prices in each role's config (usd_per_1m_*_tokens).")
+
+    @model_validator(mode="after")
+    def _positive_tokens(self) -> "BudgetConfig":
+        if bad := {r: n for r, n in self.max_tokens.items() if n < 1}:
+            raise ValueError(f"max_tokens must be at least 1 token: {bad}")
+        return self
+
+
 class RunConfig(BaseModel):
     """Everything a run needs besides its inputs; written to runs/RUN/config.json."""
 
@@ -317,6 +354,8 @@ class RunConfig(BaseModel):
     scaffold: ScaffoldConfig = Field(default_factory=ScaffoldConfig, description="Scaffold-rewrite settings.")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="Gateway batching and per-token limits.")
     keep_best: KeepBestConfig = Field(default_factory=KeepBestConfig, description="When a candidate replaces the incumbent (paired test on the selection split).")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Limits on wall time, tokens and cost; "
+                                 "a run that reaches one pauses, resumable with a larger one.")
     report_rejected: bool = Field(False, description="Also score rejected candidates on the feedback and test splits (costs time, changes nothing).")
     rollout_items: int = Field(48, ge=0, description="Training-pool items the incumbent runs on to make fine-tuning data.")
     train_on: Literal["incumbent_scaffold", "all_scaffolds"] = Field(
@@ -327,6 +366,9 @@ class RunConfig(BaseModel):
     def _target_writes_no_code(self) -> "RunConfig":
         if self.target.can_write_code:
             raise ValueError("target.can_write_code is meaningless: the target model is called by the agent, it writes nothing")
+        if self.budget.max_usd is not None and not any(getattr(self, r).priced for r in ("meta", "feedback", "target")):
+            raise ValueError("budget.max_usd needs prices: set usd_per_1m_prompt_tokens and usd_per_1m_completion_tokens "
+                             "in the config of each role that costs money (meta, feedback, target)")
         return self
 
     @property

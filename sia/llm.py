@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TypeVar
+import time
+from typing import Callable, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ValidationError
@@ -18,20 +19,33 @@ class LLMOutputError(ValueError):
     """The model's reply did not parse; the message quotes the start of the reply."""
 
 
-class RoleLLM:
-    """One role's model plus what it is able to do."""
+# (messages, completion text, prompt tokens, completion tokens, seconds): records one call
+CallRecorder = Callable[[list[dict], str, int, int, float], None]
 
-    def __init__(self, chat: BaseChatModel, can_write_code: bool):
-        self.chat, self.can_write_code = chat, can_write_code
+
+class RoleLLM:
+    """One role's model plus what it is able to do. `record`, when given, is told of every call
+    (a remote endpoint's calls do not pass our gateway, which records the embedded model's)."""
+
+    def __init__(self, chat: BaseChatModel, can_write_code: bool, record: CallRecorder | None = None):
+        self.chat, self.can_write_code, self.record = chat, can_write_code, record
 
     def _messages(self, system: str, user: str) -> list[tuple[str, str]]:
         return [("system", system), ("user", user)]
 
     def _invoke(self, runnable, system: str, user: str) -> str:
+        started = time.monotonic()
         try:
-            return str(runnable.invoke(self._messages(system, user)).content)
+            reply = runnable.invoke(self._messages(system, user))
         except Exception as exc:  # an endpoint error is a bad reply for the loop: record it, go on
             raise LLMOutputError(f"the model endpoint failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        text = str(reply.content)
+        if self.record is not None:
+            usage = getattr(reply, "usage_metadata", None) or {}
+            self.record([{"role": r, "content": c} for r, c in self._messages(system, user)], text,
+                        int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0),
+                        time.monotonic() - started)
+        return text
 
     def structured(self, system: str, user: str, schema: type[T]) -> T:
         """Ask for JSON matching `schema` (sent as a `response_format` JSON schema)."""

@@ -12,8 +12,10 @@ loss curve; each generation's rationale and scaffold diff (collapsed); where the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
 
+from sia.spend_text import node_seconds, shows_cost, tokens_by_role, usd_cell
 from sia.verdicts import transfer_sentence, verdict_cells
 
 SPLIT_COLOURS = {"feedback": "#1f77b4", "selection": "#d62728", "test": "#2ca02c"}
@@ -128,19 +130,34 @@ def lineage_rows(generations: list[dict]) -> list[list[str]]:
 def render(run: dict) -> str:
     """The page. `run`: {run_id, task, policy, status, isolation, generations (run.db rows), intervals,
     transfers, details: {gen: {rationale, diff}}, adapters: [{version, losses, summary}], timings: [rows]}."""
+    title = f"Run {run['run_id']} on {run.get('task')}"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{render_body(run)}</body></html>\n")
+
+
+def render_body(run: dict, gen_link: Callable[[int], str] | None = None,
+                adapter_link: Callable[[str], str] | None = None) -> str:
+    """What `render` puts in <body> (the `sia web` dashboard embeds it in its own page). With
+    `gen_link` / `adapter_link` (generation number / adapter version -> a URL), each generation in the
+    table and each adapter's heading links there; without them there is no link (the report has
+    none). "tokens" and "usd" columns appear only when some generation row has them."""
     gens = run["generations"]
     title = f"Run {run['run_id']} on {run.get('task')}"
     tests = [g["test"] for g in gens if g.get("test") is not None]
     head = (f"<p>Policy <b>{escape(str(run.get('policy')))}</b> · {escape(str(run.get('status')))} · sandbox "
             f"{escape(str(run.get('isolation')))} · {len(gens)} generation(s)"
             + (f" · test {tests[0]:.3f} → <b>{tests[-1]:.3f}</b>" if tests else "") + "</p>")
-    table = _table(["gen", "lever", "adapter", "feedback", "selection", "test", "accepted", "p", "guards", "wall s", "note"],
-                   [[str(g["generation"]), escape(str(g.get("lever"))), escape(g.get("adapter") or "base"),
+    costs = ["tokens"] * any(g.get("tokens") for g in gens) + ["usd"] * shows_cost(gens)  # newer run.db columns
+    table = _table(["gen", "lever", "adapter", "feedback", "selection", "test", "accepted", "p", "guards", "wall s"]
+                   + costs + ["note"],
+                   [[_linked(str(g["generation"]), gen_link and gen_link(g["generation"])),
+                     escape(str(g.get("lever"))), escape(g.get("adapter") or "base"),
                      fmt(g.get("feedback")), fmt(g.get("selection")), fmt(g.get("test")),
                      "<span class='yes'>yes</span>" if g.get("accepted") else "<span class='no'>no</span>",
                      fmt(g.get("p_value")), _guards(g.get("guards")),
-                     "" if g.get("wall_s") is None else f"{float(g['wall_s']):.1f}", escape(g.get("note") or "")]
-                    for g in gens], numeric={0, 3, 4, 5, 7, 9})
+                     "" if g.get("wall_s") is None else f"{float(g['wall_s']):.1f}"]
+                    + [_cost(k, g.get(k)) for k in costs] + [escape(g.get("note") or "")]
+                    for g in gens], numeric={0, 3, 4, 5, 7, 9} | {10 + k for k, c in enumerate(costs) if c == "usd"})
     header, verdicts = verdict_cells(gens, run.get("transfers", []))
     verdict_html = (_table([escape(h) for h in header], [[escape(c) for c in cells] for cells in verdicts], numeric={0, 2, 3})
                     if verdicts else "<p>No change was accepted after the first agent.</p>")
@@ -155,7 +172,8 @@ def render(run: dict) -> str:
         sections.append("<h2>Adapters</h2>")
         for a in run["adapters"]:
             s = a.get("summary") or {}
-            sections.append(f"<h3>{escape(a['version'])}</h3><p>{escape(str(s.get('method') or 'sft'))} · "
+            heading = _linked(escape(a["version"]), adapter_link and adapter_link(a["version"]))
+            sections.append(f"<h3>{heading}</h3><p>{escape(str(s.get('method') or 'sft'))} · "
                             f"{s.get('examples', '?')} rows · {s.get('steps', '?')} steps · backend "
                             f"{escape(str(s.get('backend')))} · {fmt(s.get('wall_s'))} s</p>" + loss_chart(a.get("losses") or []))
     sections.append("<h2>Generations in detail</h2>")
@@ -164,14 +182,39 @@ def render(run: dict) -> str:
                         f"<pre>{escape(d.get('rationale') or '(none)')}</pre>"
                         + (f"<pre class='diff'>{escape(d['diff'])}</pre>" if d.get("diff") else "<p>(no scaffold diff)</p>")
                         + "</details>")
-    if run.get("timings"):
+    runs = [r for r in run.get("timings") or [] if "purpose" in r]  # agent runs and trainings
+    if runs:
         sections += ["<h2>Where the time went</h2>", _table(
             ["gen", "what", "items", "seconds"],
             [[str(r.get("generation")), escape(str(r.get("purpose"))),
               escape(", ".join(f"{k} {v}" for k, v in (r.get("items") or {}).items())), fmt(r.get("wall_s"))]
-             for r in run["timings"]], numeric={0, 3})]
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>\n")
+             for r in runs], numeric={0, 3})]
+    sections.append(node_time_table(node_seconds(run.get("timings") or [])))
+    return "".join(sections)
+
+
+def node_time_table(per_generation: dict[int, dict[str, float]]) -> str:
+    """Wall seconds per graph node, one row per generation, one column per node (in order of first run)."""
+    nodes = list(dict.fromkeys(n for times in per_generation.values() for n in times))
+    if not nodes:
+        return ""
+    rows = [[str(gen)] + [fmt_s(times.get(n)) for n in nodes] + [fmt_s(sum(times.values()))]
+            for gen, times in sorted(per_generation.items())]
+    return ("<h3>Wall time by graph node (s)</h3>"
+            + _table(["gen"] + [escape(n) for n in nodes] + ["total"], rows, numeric=set(range(len(nodes) + 2))))
+
+
+def fmt_s(seconds) -> str:
+    return "" if seconds is None else f"{seconds:.1f}"
+
+
+def _linked(html: str, href: str | None) -> str:
+    return f"<a href='{escape(href)}'>{html}</a>" if href else html
+
+
+def _cost(key: str, value) -> str:
+    """A generation's tokens ({role: count}) or dollars, as a table cell."""
+    return escape(usd_cell(value) if key == "usd" else tokens_by_role(value))
 
 
 def _guards(text: str | None) -> str:

@@ -60,11 +60,11 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 def test_help_of_the_installed_command():
     out = subprocess.run([str(REPO / ".venv" / "bin" / "sia"), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    for cmd in ("run", "resume", "runs", "show", "serve", "compare", "transfer", "report"):
+    for cmd in ("run", "resume", "runs", "show", "serve", "compare", "transfer", "report", "web"):
         assert cmd in out.stdout
 
 
-@pytest.mark.parametrize("cmd", ["run", "resume", "runs", "show", "serve", "compare", "transfer", "report"])
+@pytest.mark.parametrize("cmd", ["run", "resume", "runs", "show", "serve", "compare", "transfer", "report", "web"])
 def test_subcommand_help(capsys, cmd):
     with pytest.raises(SystemExit) as exc:
         main([cmd, "--help"])
