@@ -215,6 +215,10 @@ class RoleConfig(BaseModel):
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature for this role.")
     max_tokens: int = Field(256, ge=16, description="Completion token limit for this role (raise it for a code-writing model).")
     timeout_s: float = Field(300, gt=0, description="Per-request timeout.")
+    max_concurrency: int = Field(8, ge=1, description="A remote endpoint's requests in flight at once (the "
+                                 "target's batch is sent concurrently up to this; a vLLM/SGLang server takes many).")
+    max_retries: int = Field(2, ge=0, description="Retries of a failed request to a remote endpoint (connection "
+                             "errors, 429 and 5xx), with exponential backoff.")
     usd_per_1m_prompt_tokens: float = Field(0.0, ge=0, description="Price of a million prompt tokens at this "
                                             "endpoint (what --max-usd counts; 0 for the embedded model).")
     usd_per_1m_completion_tokens: float = Field(0.0, ge=0, description="Price of a million completion tokens "
@@ -346,6 +350,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     runs_dir: Path = Field(Path("runs"), description="Where run folders go (git-ignored).")
+    checkpointer: str | None = Field(None, description="Where LangGraph's checkpoints go: None is "
+                                     "runs/RUN/checkpoints.sqlite; a postgresql://… URL uses LangGraph's Postgres "
+                                     "checkpointer (langgraph-checkpoint-postgres), one thread per run.")
     meta: RoleConfig = Field(default_factory=RoleConfig, description="The Meta-Agent's model (writes generation 1).")
     feedback: RoleConfig = Field(default_factory=RoleConfig, description="The Feedback-Agent's model (diagnoses, picks levers, rewrites).")
     target: RoleConfig = Field(default_factory=RoleConfig, description="The target model the task agent calls.")
