@@ -19,6 +19,11 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "make: chromium/chromedriver are missing (Debian/Ubuntu: sudo apt install chromium chromium-driver);" \
 	       "without them the browser test of sia web is skipped" >&2; fi; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "make: PostgreSQL is missing (Debian/Ubuntu: sudo apt install postgresql);" \
+	       "without it the Postgres checkpointer tests are skipped" >&2; fi; }
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { gb=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); [ "$$gb" -ge 7 ] || \

@@ -1,21 +1,51 @@
-"""The LangGraph checkpointer: one SQLite file per run, so a run resumes after any crash."""
+"""The LangGraph checkpointer, so a run resumes after any crash: by default one SQLite file per run
+(runs/RUN/checkpoints.sqlite); with `RunConfig.checkpointer` set to a postgresql:// URL, LangGraph's
+PostgresSaver on that database, one thread per run (thread id = run id). Both use the same
+serializer, whose allow-list admits only the state's own pydantic types.
+
+A URL may carry a password, but config.json keeps the URL as given: PGPASSWORD or ~/.pgpass are
+the better place for it. Every message here shows the URL with its password masked."""
 
 from __future__ import annotations
 
 import importlib
+import re
 import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import ormsgpack
 from langgraph.checkpoint.serde.jsonplus import EXT_PYDANTIC_V2, JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from sia.checkpoints.paths import RunPaths
+from sia.files import read_json, write_json_atomic
+
 STATE_MODULE = "sia.graph.state"
 # The state's own pydantic types, allowed back out of checkpoints; nothing else is.
-STATE_TYPES = [(STATE_MODULE, name) for name in ("Candidate", "GenerationResult", "SIAState", "SIAInput",
-                                                  "ScaffoldRewriteState", "FinetuneState", "SubgraphOutput")]
+STATE_TYPES = [(STATE_MODULE, name) for name in ("Candidate", "GenerationResult", "SIAInput",
+                                                  "SIAState", "ScaffoldRewriteState", "FinetuneState",
+                                                  "SubgraphOutput")]
 # Checkpoints written before the `sia.*` package rename name the state's module by its old name.
 RENAMED_MODULES = {"graph.state": STATE_MODULE}
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# In the run folder of a run checkpointed in Postgres: the token with which it claimed its thread.
+POSTGRES_CLAIM_FILE = "checkpoints.postgres.json"
+# Which run folder owns each thread (see _claim_thread); created next to LangGraph's tables.
+CLAIMS_TABLE = "sia_run_threads"
+# Serializes the table setup of workers opening a fresh database at once: LangGraph's setup()
+# is idempotent one after another, but two at once can both insert the same migration row.
+SETUP_LOCK = 0x5149_6368_6b70  # any constant bigint, the same in every sia process
+CONNECT_TIMEOUT_S = 10  # an unreachable host fails within this, unless the URL sets connect_timeout
+
+
+class CheckpointerError(RuntimeError):
+    """The configured checkpointer cannot be opened; the message names the URL (password masked)
+    and the fix."""
 
 
 def _serializer() -> JsonPlusSerializer:
@@ -46,3 +76,128 @@ def open_saver(path: Path) -> SqliteSaver:
     conn = sqlite3.connect(str(path), check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     return SqliteSaver(conn, serde=_serializer())
+
+
+# ---- choosing the run's checkpointer ----
+
+def is_postgres_url(url: str | None) -> bool:
+    return bool(url) and url.lower().startswith(POSTGRES_SCHEMES)
+
+
+def configured_checkpointer(paths: RunPaths) -> str | None:
+    """The `checkpointer` of the run's config.json: what every process opening this run uses, so
+    `sia resume` and `sia show` reach the database `sia run` wrote to (None: SQLite, also for a
+    folder without config.json)."""
+    return read_json(paths.config).get("checkpointer") or None
+
+
+def has_checkpoints(paths: RunPaths, url: str | None) -> bool:
+    """Whether this run has opened its checkpointer before; creates nothing, connects nowhere."""
+    return (paths.root / POSTGRES_CLAIM_FILE if is_postgres_url(url) else paths.checkpoints).exists()
+
+
+def holds_password(url: str) -> bool:
+    """Whether `url` itself carries a password (user:password@ or ?password=), which config.json
+    would then keep in plain text."""
+    return masked(url) != url
+
+
+def masked(text: str, url: str | None = None) -> str:
+    """`text` (a URL, or a message quoting one) with every password replaced by ***: a URL's
+    user:password@, a password=… parameter, and `url`'s password wherever it appears."""
+    text = re.sub(r"(://[^:/?#@\s]*):[^\s]*@", r"\1:***@", text)  # greedy: a password may hold '@'
+    text = re.sub(r"(password\s*=\s*)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
+    try:
+        password = urlsplit(url).password if url else None
+    except ValueError:  # an unparsable URL: the patterns above are all there is
+        password = None
+    for secret in {password, unquote(password or "")} - {None, ""}:
+        text = text.replace(secret, "***")
+    return text
+
+
+@contextmanager
+def open_checkpointer(paths: RunPaths, url: str | None) -> Iterator:
+    """The run's checkpointer, closed on exit: SQLite in the run folder when `url` is None, else
+    LangGraph's PostgresSaver on `url` with our serializer, its tables set up (idempotent) and the
+    run's thread claimed (see _claim_thread). Raises CheckpointerError for any other URL, a
+    server that cannot be reached, or a database it cannot set up."""
+    if not url:
+        saver = open_saver(paths.checkpoints)
+        try:
+            yield saver
+        finally:
+            saver.conn.close()
+        return
+    if not is_postgres_url(url):
+        raise CheckpointerError(f"checkpointer {masked(url, url)!r} is not supported: use a postgresql://USER@HOST:PORT/"
+                                f"DATABASE URL, or null for SQLite in the run folder (the `checkpointer` of "
+                                f"{paths.config}).")
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    conn = _connect(paths, url)
+    try:
+        saver = PostgresSaver(conn, serde=_serializer())
+        _setup(saver, paths, url)
+        yield saver
+    finally:
+        conn.close()
+
+
+def _failure(paths: RunPaths, url: str, exc: Exception) -> CheckpointerError:
+    reason = masked(" ".join(str(exc).split()) or type(exc).__name__, url)
+    return CheckpointerError(
+        f"cannot use the checkpoint database {masked(url, url)}: {reason}{'' if reason[-1] in '.?!' else '.'} "
+        f"Check that the server is running and reachable from here and that the database and user exist; fix "
+        f"the URL in the `checkpointer` of {paths.config} if it is wrong (give a password with PGPASSWORD or "
+        f"~/.pgpass, not in the URL).")
+
+
+def _connect(paths: RunPaths, url: str):
+    """A connection as PostgresSaver requires: autocommit, dict rows (and no server-side prepared
+    statements, as its own from_conn_string, so a pooler such as PgBouncer works)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    timeout = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
+    try:
+        return psycopg.Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row, **timeout)
+    except psycopg.Error as exc:
+        raise _failure(paths, url, exc) from None
+
+
+def _setup(saver, paths: RunPaths, url: str) -> None:
+    import psycopg
+
+    try:
+        saver.conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
+        try:
+            saver.setup()
+            saver.conn.execute(f"CREATE TABLE IF NOT EXISTS {CLAIMS_TABLE} (thread_id TEXT PRIMARY KEY, "
+                               "token TEXT NOT NULL, run_dir TEXT NOT NULL, claimed_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        finally:
+            saver.conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
+        _claim_thread(saver.conn, paths)
+    except psycopg.Error as exc:
+        raise _failure(paths, url, exc) from None
+
+
+def _claim_thread(conn, paths: RunPaths) -> None:
+    """A database holds the threads of every run pointed at it, keyed by run id alone, and run
+    ids repeat (`sia compare` names its arms POLICY-sSEED in every comparison; a second runs dir):
+    without a check, a new run would silently continue another's thread. The first run folder to
+    open a thread claims it with a random token kept in the folder; another folder is refused."""
+    claim = paths.root / POSTGRES_CLAIM_FILE
+    token = read_json(claim).get("token")
+    if not token:  # written before the claim: a kill in between leaves a token the next open claims with
+        token = uuid.uuid4().hex
+        paths.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(claim, {"thread_id": paths.run_id, "token": token})
+    conn.execute(f"INSERT INTO {CLAIMS_TABLE} (thread_id, token, run_dir) VALUES (%s, %s, %s) "
+                 "ON CONFLICT (thread_id) DO NOTHING", (paths.run_id, token, str(paths.root.resolve())))
+    owner = conn.execute(f"SELECT token, run_dir FROM {CLAIMS_TABLE} WHERE thread_id = %s", (paths.run_id,)).fetchone()
+    if owner["token"] != token:
+        raise CheckpointerError(
+            f"run id '{paths.run_id}' already has checkpoints in this database, written for the run folder "
+            f"{owner['run_dir']}, not {paths.root}: run ids must be unique within one checkpoint database. "
+            f"Pick another --run-id, or give these runs their own database.")

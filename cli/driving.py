@@ -51,7 +51,9 @@ def task_argument(task: str | None, task_dir: str | None) -> str:
 
 
 def config_argument(config_file: str | None, runs_dir: str | None, args):
-    """The RunConfig of `--config FILE` (else defaults + $SIA_CONFIG), `--runs-dir` and `--unsafe-sandbox`."""
+    """The RunConfig of `--config FILE` (else defaults + $SIA_CONFIG), `--runs-dir`, `--checkpointer`
+    and `--unsafe-sandbox`."""
+    from sia.checkpoints.saver import holds_password
     from sia.config import RunConfig
 
     try:
@@ -60,6 +62,11 @@ def config_argument(config_file: str | None, runs_dir: str | None, args):
         raise CLIError(f"could not read the run config: {exc}") from None
     if runs_dir:
         cfg = cfg.model_copy(update={"runs_dir": Path(runs_dir)})
+    if getattr(args, "checkpointer", None):  # `sia run --checkpointer URL`
+        cfg = cfg.model_copy(update={"checkpointer": args.checkpointer})
+    if cfg.checkpointer and holds_password(cfg.checkpointer):  # written into every new run's config.json
+        err_console.print("[yellow]warning:[/] the checkpointer URL holds a password, which the run's config.json "
+                          "keeps in plain text; prefer PGPASSWORD or ~/.pgpass.")
     return with_unsafe_sandbox(cfg, args)
 
 
@@ -87,16 +94,17 @@ def read_run(paths: RunPaths, args):
 
 @contextmanager
 def run_graph(paths: RunPaths):
-    """The compiled loop on this run's checkpoints; the checkpoint database is closed afterwards
-    (a process driving many runs would otherwise keep one connection per run open)."""
-    from sia.checkpoints.saver import open_saver
+    """The compiled loop on this run's checkpoints, in the checkpointer its config.json names
+    (SQLite in the run folder, or a Postgres database); closed afterwards (a process driving many
+    runs would otherwise keep one connection per run open)."""
+    from sia.checkpoints.saver import CheckpointerError, configured_checkpointer, open_checkpointer
     from sia.graph.graph import build_graph
 
-    saver = open_saver(paths.checkpoints)
     try:
-        yield build_graph(saver)
-    finally:
-        saver.conn.close()
+        with open_checkpointer(paths, configured_checkpointer(paths)) as saver:
+            yield build_graph(saver)
+    except CheckpointerError as exc:  # raised on opening: a bad URL, a server down
+        raise CLIError(str(exc)) from None
 
 
 def thread_of(paths: RunPaths) -> dict:
@@ -105,7 +113,9 @@ def thread_of(paths: RunPaths) -> dict:
 
 def is_finished(paths: RunPaths) -> bool:
     """Whether the run's checkpoint has reached the end of the loop (what `drive` would only report)."""
-    if not paths.checkpoints.exists():
+    from sia.checkpoints.saver import configured_checkpointer, has_checkpoints
+
+    if not has_checkpoints(paths, configured_checkpointer(paths)):
         return False
     with run_graph(paths) as graph:
         snap = graph.get_state(thread_of(paths))

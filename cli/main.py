@@ -68,19 +68,23 @@ def existing_run(args) -> RunPaths:
 # ---- reading a run folder without the graph or the model ----
 
 def checkpoint_values(paths: RunPaths) -> dict:
-    """The latest top-level checkpoint's channel values ({} when there is none)."""
-    if not paths.checkpoints.exists():
-        return {}
-    from sia.checkpoints.saver import open_saver
+    """The latest top-level checkpoint's channel values, from the checkpointer the run's
+    config.json names ({} when there is none, or when its database cannot be read: a warning
+    says why, and the run is listed all the same)."""
+    from sia.checkpoints.saver import CheckpointerError, configured_checkpointer, has_checkpoints, open_checkpointer
 
-    saver = open_saver(paths.checkpoints)
+    url = configured_checkpointer(paths)
+    if not has_checkpoints(paths, url):
+        return {}
     try:
-        tup = saver.get_tuple({"configurable": {"thread_id": paths.run_id, "checkpoint_ns": ""}})
-        return dict(tup.checkpoint.get("channel_values") or {}) if tup else {}
+        with open_checkpointer(paths, url) as saver:
+            tup = saver.get_tuple({"configurable": {"thread_id": paths.run_id, "checkpoint_ns": ""}})
+            return dict(tup.checkpoint.get("channel_values") or {}) if tup else {}
+    except CheckpointerError as exc:
+        err_console.print(f"[yellow]warning:[/] run '{escape(paths.run_id)}': {escape(str(exc))}")
+        return {}
     except Exception:
         return {}
-    finally:
-        saver.conn.close()
 
 
 def run_status(paths: RunPaths) -> str:
@@ -125,8 +129,11 @@ def cmd_runs(args) -> int:
 def cmd_show(args) -> int:
     paths = existing_run(args)
     row = run_row(paths)
+    status = row["status"]
+    if status == "paused":  # which limit, and how to go on
+        status += f" ({read_json(paths.paused).get('reason')}; `sia resume {paths.run_id}` with a larger limit)"
     console.print(f"[bold]{escape(paths.run_id)}[/] · task {escape(str(row['task']))} · policy "
-                  f"{escape(str(row['policy']))} · {row['status']} · {escape(str(paths.root))}")
+                  f"{escape(str(row['policy']))} · {escape(status)} · {escape(str(paths.root))}")
     gens = RunDB.read_generations(paths.run_db, paths.run_id)  # only reads: creates no run.db
     console.print(generations_table(gens) if gens else "[dim]No generation has been scored yet.[/]")
     if verdicts := verdict_table(gens, read_transfers(paths.root)):
@@ -172,23 +179,35 @@ def cmd_resume(args) -> int:
 def cmd_serve(args) -> int:
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").exists():
         raise CLIError(f"--adapter {args.adapter}: no adapter_config.json there (pass a trained LoRA adapter folder).")
+    if args.adapter and args.runtime_lora:
+        raise CLIError("--adapter merges one adapter for good; with --runtime-lora load adapters by name instead.")
     with console.status("loading the embedded model…"):
         from sia.gateway.engine import Engine
         from sia.config import EMBEDDED_MODEL_NAME
+        from sia.gateway.runtime_adapters import RuntimeAdapters
         from sia.gateway.server import CallScope, Gateway
 
+        def load(adapter: Path | None):
+            return Engine.load(EMBEDDED_MODEL_NAME, adapter=adapter, precision=args.precision)
+
+        runtime = RuntimeAdapters(load) if args.runtime_lora else None
         engines = []
         try:  # bind first, so a taken port fails before the model loads
-            gw = Gateway(lambda adapter: engines[0], ServeLog(), port=args.port, model_name=EMBEDDED_MODEL_NAME)
+            gw = Gateway(runtime.backend_for if runtime else lambda adapter: engines[0], ServeLog(), port=args.port,
+                         model_name=EMBEDDED_MODEL_NAME, runtime_adapters=runtime)
         except OSError as exc:
             raise CLIError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}; pick another --port.") from None
-        engines.append(Engine.load(EMBEDDED_MODEL_NAME, adapter=Path(args.adapter) if args.adapter else None,
-                                   precision=args.precision))
+        if runtime:
+            runtime.backend_for(None)  # the base model, loaded now rather than on the first request
+        else:
+            engines.append(load(Path(args.adapter) if args.adapter else None))
     gw.start()
-    token = gw.issue_token(CallScope("serve", 0, None, purpose="serve"), quotas=False)
+    token = gw.issue_token(CallScope("serve", 0, None, purpose="serve"), quotas=False, admin=args.runtime_lora)
+    lora = ("\n  LoRA      POST /v1/load_lora_adapter {lora_name, lora_path} with this key, then name the adapter "
+            "as the request's model (as vLLM does)") if runtime else ""
     console.print(f"Serving [bold]{EMBEDDED_MODEL_NAME}[/]" + (f" + adapter {escape(args.adapter)}" if args.adapter else "")
                   + f"\n  base URL  [bold]{gw.base_url}[/]\n  API key   [bold]{token}[/]  (valid until this process "
-                  "stops)\n  Point any OpenAI client at them (OPENAI_BASE_URL, OPENAI_API_KEY). Ctrl-C stops.")
+                  "stops)\n  Point any OpenAI client at them (OPENAI_BASE_URL, OPENAI_API_KEY). Ctrl-C stops." + lora)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or kill from a script
         signal.signal(sig, lambda *_: stop.set())
@@ -197,6 +216,16 @@ def cmd_serve(args) -> int:
     gw.stop()
     console.print("Stopped.")
     return 0
+
+
+def checkpointer_url(text: str) -> str:
+    """`--checkpointer`'s value, checked before the run folder exists (the server is reached later)."""
+    from sia.checkpoints.saver import is_postgres_url, masked
+
+    if not is_postgres_url(text):
+        raise argparse.ArgumentTypeError(f"{masked(text)!r} is not a postgresql:// URL "
+                                         "(e.g. postgresql://sia@db.example:5432/sia)")
+    return text
 
 
 def build_parser() -> Parser:
@@ -219,6 +248,9 @@ def build_parser() -> Parser:
     p.add_argument("--config", metavar="FILE.json", help="a RunConfig JSON file (default: defaults + $SIA_CONFIG)")
     p.add_argument("--runs-dir", **runs_dir)
     p.add_argument("--unsafe-sandbox", action="store_true", help=unsafe)
+    p.add_argument("--checkpointer", metavar="URL", type=checkpointer_url,
+                   help="keep LangGraph's checkpoints in this Postgres database (postgresql://USER@HOST:PORT/DB; "
+                        "a password goes in PGPASSWORD or ~/.pgpass) instead of the run folder's SQLite file")
     add_budget_arguments(p)
     p.set_defaults(func=cmd_run)
 
@@ -244,6 +276,9 @@ def build_parser() -> Parser:
                        description="Serve the embedded model on 127.0.0.1 with a per-session API key, until Ctrl-C.")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--adapter", metavar="DIR", help="a trained LoRA adapter folder to merge in")
+    p.add_argument("--runtime-lora", action="store_true",
+                   help="load and unload LoRA adapters by name while serving, with vLLM's endpoints "
+                        "(/v1/load_lora_adapter, /v1/unload_lora_adapter; requests name the adapter as model)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="dtype the model is served in (auto: bf16 where the hardware has bf16 matmuls)")
     p.set_defaults(func=cmd_serve)

@@ -6,7 +6,9 @@ byte of the body is read, a chunked body 413 as soon as it passes the cap, and a
 not arrive within `idle_timeout_s` 408 (a negative or malformed Content-Length never reaches
 the app: h11 answers 400). Each refusal made before the body is read (401, 404, 408, 411, 413)
 closes the connection, so what is left of the body is never read. The call itself is served by
-`Gateway.serve`.
+`Gateway.serve`. With runtime adapters (`sia serve --runtime-lora`), the admin token may also
+POST /v1/load_lora_adapter and /v1/unload_lora_adapter (gateway.runtime_adapters); any other
+token gets 403 (recorded).
 
 uvicorn runs the h11 protocol (headers bounded by h11), with one addition: connections are
 bounded (`max_connections`; one beyond gets 503 at once and is closed), and a connection found
@@ -18,6 +20,7 @@ descriptors.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -88,8 +91,12 @@ def build_app(gateway: Gateway) -> Starlette:
         if request.method == "GET" and route == "/v1/models":
             return JSONResponse({"object": "list", "data": [
                 {"id": gateway.model_name, "object": "model", "owned_by": "sia"}]})
-        if request.method != "POST" or route != "/v1/chat/completions":
+        adapters = route in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter") and gateway.runtime_adapters
+        if request.method != "POST" or (route != "/v1/chat/completions" and not adapters):
             return error(404, f"no route {request.method} {path}", close=True)
+        if adapters and token not in gateway.admin_tokens:
+            await gateway.reject(state, "loading adapters needs the admin token", path)
+            return error(403, "only the gateway's admin token may load or unload adapters", close=True)
         try:
             raw = await asyncio.wait_for(read_body(request, limits.max_body_bytes), limits.idle_timeout_s)
         except BodyProblem as problem:
@@ -98,6 +105,16 @@ def build_app(gateway: Gateway) -> Starlette:
             return error(408, f"the request body did not arrive within {limits.idle_timeout_s:g} s", close=True)
         except ClientDisconnect:
             return Response(status_code=400)
+        if adapters:  # vLLM's replies: plain text on success, an error object otherwise
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                return error(400, "the body must be a JSON object")
+            load = route.endswith("/load_lora_adapter")
+            status, message = (gateway.runtime_adapters.load if load else gateway.runtime_adapters.unload)(body)
+            return PlainTextResponse(message) if status == 200 else error(status, message)
         try:
             status, reply = await gateway.serve(state, raw, request.headers.get("x-sia-item"), path)
         except asyncio.CancelledError:  # the gateway is stopping (a run interrupted): no traceback

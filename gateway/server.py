@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 from sia.config import GatewayConfig
@@ -42,6 +42,7 @@ from sia.gateway.batcher import Batcher
 from sia.gateway.asgi import ServerThread, build_app, error_payload
 from sia.gateway.protocol import ChatRequest, Completion
 from sia.gateway.quotas import Refusal, RejectionBudget, TokenState
+from sia.gateway.runtime_adapters import RuntimeAdapters
 from sia.gateway.requests import MAX_TAG_CHARS, ChatCall, InvalidRequest, parse_chat_call, parse_chat_request
 from sia.records import ModelCall
 
@@ -90,10 +91,14 @@ class Gateway:
 
     def __init__(self, backend_for: Callable[[str | None], Backend], recorder: Recorder | None = None,
                  port: int = 0, max_batch: int = 16, batch_window_ms: float = 15.0, model_name: str = "sia-target",
-                 limits: GatewayConfig | None = None):
+                 limits: GatewayConfig | None = None, runtime_adapters: RuntimeAdapters | None = None):
         """`backend_for(adapter_version)` returns the backend serving base + that adapter; `limits`
-        bound what callers may do (the defaults of GatewayConfig when None)."""
+        bound what callers may do (the defaults of GatewayConfig when None). With `runtime_adapters`
+        (`sia serve --runtime-lora`), admin tokens may load and unload LoRA adapters by name and a
+        request naming one as its `model` is served by it (gateway.runtime_adapters)."""
         self.backend_for = backend_for
+        self.runtime_adapters = runtime_adapters
+        self.admin_tokens: set[str] = set()
         self.model_name = model_name
         self.recorder = recorder or MemoryRecorder()
         self.limits = limits or GatewayConfig()
@@ -125,17 +130,22 @@ class Gateway:
         self.batcher.stop()
         self._recording.shutdown(wait=False)
 
-    def issue_token(self, scope: CallScope, tags: Iterable[str] | None = None, *, quotas: bool = True) -> str:
+    def issue_token(self, scope: CallScope, tags: Iterable[str] | None = None, *, quotas: bool = True,
+                    admin: bool = False) -> str:
         """A new token for `scope`; with `tags` (an evaluation's item tags), its calls may name only
         those. `quotas=False` is for our own callers that live as long as a run or a session (the
-        meta and feedback roles, `sia serve`): no request or token quota, concurrency still bounded."""
+        meta and feedback roles, `sia serve`): no request or token quota, concurrency still bounded.
+        `admin`: it may also load and unload runtime adapters (`sia serve`'s own token only)."""
         token = "sia-" + secrets.token_hex(16)
+        if admin:
+            self.admin_tokens.add(token)
         limits = self.limits if quotas else self.limits.model_copy(update={
             "token_requests": 1 << 62, "token_prompt_tokens": 1 << 62, "token_completion_tokens": 1 << 62})
         self.tokens[token] = TokenState(scope, None if tags is None else frozenset(tags), limits)
         return token
 
     def revoke_token(self, token: str) -> None:
+        self.admin_tokens.discard(token)
         state = self.tokens.pop(token, None)
         if state is not None:
             state.revoke()
@@ -157,7 +167,8 @@ class Gateway:
     async def serve(self, state: TokenState, raw: bytes, header_tag: str | None, path: str) -> tuple[int, dict]:
         """(status, JSON reply) for one HTTP chat call with a known token."""
         try:
-            call = parse_chat_call(json.loads(raw) if raw.strip() else {}, self.limits)
+            body = json.loads(raw) if raw.strip() else {}
+            call = parse_chat_call(body, self.limits)
             tag = header_tag or call.item
             if tag is not None and len(tag) > MAX_TAG_CHARS:
                 raise InvalidRequest(f"X-SIA-Item: an item tag has at most {MAX_TAG_CHARS} characters")
@@ -168,8 +179,11 @@ class Gateway:
         except Refusal as refusal:
             await self.reject(state, refusal.reason, path)
             return refusal.status, error_payload(refusal.status, refusal.reason)
+        scope = state.scope
+        if self.runtime_adapters is not None and body.get("model") in self.runtime_adapters:
+            scope = replace(scope, adapter_version=body["model"])  # vLLM's way: the adapter named as the model
         started = time.monotonic()
-        future = self.batcher.submit(state.scope.adapter_version, call.request)
+        future = self.batcher.submit(scope.adapter_version, call.request)
         state.watch(future)
         out = None
         try:
@@ -183,7 +197,7 @@ class Gateway:
         if state.revoked:  # revoked while decoding: the evaluation is over, nothing more is recorded
             return 401, error_payload(401, "token revoked")
         try:
-            await self._in_thread(self._record, state.scope, call, tag, out, time.monotonic() - started)
+            await self._in_thread(self._record, scope, call, tag, out, time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001
             return 500, error_payload(500, f"recording the call failed: {type(exc).__name__}: {exc}")
         return 200, self._reply(out)

@@ -50,7 +50,12 @@ class Services(Protocol):
         """The run's task, resolved (prepared, packaged files refreshed) once per run."""
 
     def base_model(self) -> Path:
-        """The embedded target model's weights folder (what adapters are trained on)."""
+        """The target model's base weights folder (what adapters are trained on): the embedded
+        model's, or a vLLM/SGLang target's `base_weights`."""
+
+    def release_adapter(self, version: str | None) -> None:
+        """Free what serves adapter `version` (unloaded from a remote server); the loop calls it for
+        a rejected adapter and for an incumbent's adapter once another replaces it."""
 
 
 @dataclass

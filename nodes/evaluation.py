@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,19 +83,44 @@ def evaluate(svc: Services, task: Task, candidate: Candidate, splits: list[str],
     emit({"event": "rollout", "generation": candidate.generation, "splits": list(todo),
           "items": sum(len(r) for r in todo.values())})
     gold = {(s, r["id"]): r["label"] for s, group in todo.items() for r in group}
-    with run_agent(svc, task, candidate, todo, task_splits["pool"], purpose, log_dir) as run:
-        outcomes, problem = task.score_output(run.out_dir, run.tags, gold, sandbox=svc.sandbox,
-                                              limits=svc.config.sandbox, python=svc.python)
-        error = problem and _run_error(problem, run)
+
+    def run_and_score(shard: int | None, predict: dict[str, list[Row]], pool: list[Row]) -> tuple[list[ItemResult], float]:
+        with run_agent(svc, task, candidate, predict, pool, purpose, log_dir, shard) as run:
+            outcomes, problem = task.score_output(run.out_dir, run.tags, gold, sandbox=svc.sandbox,
+                                                  limits=svc.config.sandbox, python=svc.python)
+            error = problem and _run_error(problem, run)
+        return item_results(svc.paths.run_id, candidate, run.tags, outcomes, gold, error), run.result.wall_s
+
+    shards = shard_rows(todo, svc.config.eval_shards if getattr(task, "per_item_calls", True) else 1)
+    if len(shards) == 1:
+        items, wall_s = run_and_score(None, todo, task_splits["pool"])
+    else:  # each shard its own sandbox, all at once
+        # Every shard's view hides all the evaluation's items, as the unsharded view does: a shard
+        # must not find another shard's items, with their answers, in its training pool.
+        evaluated = {r["id"] for rows in todo.values() for r in rows}
+        pool_rows = [r for r in task_splits["pool"] if r["id"] not in evaluated]
+        with ThreadPoolExecutor(len(shards), thread_name_prefix="sia-shard") as workers:
+            done = list(workers.map(run_and_score, range(len(shards)), shards, [pool_rows] * len(shards)))
+        items, wall_s = [i for shard_items, _ in done for i in shard_items], max(w for _, w in done)
+    order = {(s, r["id"]): k for k, (s, r) in enumerate((s, r) for s, group in todo.items() for r in group)}
+    items.sort(key=lambda i: order[(i.split, i.item_id)])  # in the split's row order, however it was sharded
     append_timing(svc, {"generation": candidate.generation, "purpose": purpose,
-                        "items": {s: len(r) for s, r in todo.items()}, "wall_s": round(run.result.wall_s, 2)})
-    items = item_results(svc.paths.run_id, candidate, run.tags, outcomes, gold, error)
+                        "items": {s: len(r) for s, r in todo.items()}, "wall_s": round(wall_s, 2)}
+                  | ({"shards": len(shards)} if len(shards) > 1 else {}))
     for split in todo:
         split_items = [i for i in items if i.split == split]
         if not rows_override:
             svc.db.save_items(split_items)
         out[split] = SplitScore.of(split_items)
     return out
+
+
+def shard_rows(todo: dict[str, list[Row]], n: int) -> list[dict[str, list[Row]]]:
+    """`todo`'s items dealt into at most `n` non-empty shards, round robin within each split (so
+    every shard gets a like share of each split); one shard when n is 1 or there is one item."""
+    n = max(1, min(n, sum(len(rows) for rows in todo.values())))
+    shards = [{split: rows[k::n] for split, rows in todo.items() if rows[k::n]} for k in range(n)]
+    return [shard for shard in shards if shard]
 
 
 def append_timing(svc: Services, row: dict) -> None:
@@ -110,17 +136,21 @@ def _cached(svc: Services, candidate: Candidate, split: str, n: int) -> SplitSco
 
 @contextmanager
 def run_agent(svc: Services, task: Task, candidate: Candidate, predict: dict[str, list[Row]], pool: list[Row],
-              purpose: str, log_dir: Path | None) -> Iterator[AgentRun]:
+              purpose: str, log_dir: Path | None, shard: int | None = None) -> Iterator[AgentRun]:
     """Run the candidate's agent once in the sandbox on a fresh view of `predict` (and `pool`);
-    the scratch folder, its output included, is gone when the block ends."""
+    the scratch folder, its output included, is gone when the block ends. `shard`: which of an
+    evaluation's shards this is (its logs get a `_shardK` suffix); None: the whole evaluation."""
     run_id, gen = svc.paths.run_id, candidate.generation
     protected = task.fingerprint()
     scratch = Path(tempfile.mkdtemp(prefix=f"sia-{run_id}-g{gen}-"))
     try:
         view, work = scratch / "input", scratch / "work"
         work.mkdir()
+        # a shard's tags carry its number: tags stay unique across an evaluation's shards (the
+        # gateway's records are joined to item results by tag)
         tags = task.write_view(view, predict, pool, salt=f"{run_id}:{gen}:{purpose}",
-                               prefix=f"g{gen}{purpose[0]}{_digest(list(predict), svc.paths.tag_salt())}-")
+                               prefix=f"g{gen}{purpose[0]}{_digest(list(predict), svc.paths.tag_salt())}-"
+                                      + ("" if shard is None else f"s{shard}"))
         shutil.copy(candidate.scaffold_path, work / "target_agent.py")
         token = svc.gateway.issue_token(CallScope(run_id, gen, candidate.adapter, purpose), tags=set(tags))
         env = {name: os.environ[name] for name in task.agent_env if name in os.environ}
@@ -136,7 +166,8 @@ def run_agent(svc: Services, task: Task, candidate: Candidate, predict: dict[str
             raise EvaluationInterrupted(f"generation {gen}'s {purpose} run was stopped with the run")
         _check_protected(svc, task, protected, gen, purpose)
         if log_dir is not None:
-            _keep_logs(log_dir, f"{purpose}_{'-'.join(predict)}", result, work / "out", secret=token,
+            stem = f"{purpose}_{'-'.join(predict)}" + ("" if shard is None else f"_shard{shard}")
+            _keep_logs(log_dir, stem, result, work / "out", secret=token,
                        outputs=("agent_execution.json", task.submission))
         yield AgentRun(work / "out", tags, result, token)
     finally:

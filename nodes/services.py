@@ -46,6 +46,12 @@ def embedded_backends(paths: RunPaths, precision: str, cache_entries: int) -> Ca
                 engines[adapter] = GreedyCache(engine, cache_entries)
             return engines[adapter]
 
+    def release(adapter: str | None) -> None:
+        with lock:
+            if adapter is not None:
+                engines.pop(adapter, None)  # loaded again if ever asked for
+
+    backend_for.release = release
     return backend_for
 
 
@@ -89,6 +95,13 @@ class Services:
         self.llm_override[role] = llm
         return llm
 
+    def release_adapter(self, version: str | None) -> None:
+        """Free what serves `version` (an adapter rejected, or an incumbent's replaced one): a remote
+        server unloads it; the embedded model drops its engine. Nothing for the base model."""
+        release = getattr(self.backend_for, "release", None)
+        if version is not None and release is not None:
+            release(version)
+
     def _recorder(self, role: str):
         """Records a remote role's calls in run.db as the gateway records the embedded model's, so
         that its tokens count in budgets and its prompts can be read."""
@@ -112,15 +125,22 @@ class Services:
     def build(cls, config: RunConfig, run_id: str, **overrides) -> "Services":
         paths = RunPaths(config.runs_dir, run_id).create()
         db = RunDB(paths.run_db)
-        if config.target.embedded:
+        target, base_model = config.target, safetensors_dir
+        if target.embedded:
             backend_for = embedded_backends(paths, config.gateway.precision, config.gateway.greedy_cache_entries)
+        elif config.weights_available:  # a vLLM/SGLang server: adapters are loaded into it as they come
+            from sia.gateway.remote_adapters import RemoteAdapters
+
+            backend_for = RemoteAdapters(target, paths.root, run_id)
+            base_model = lambda: Path(target.base_weights)  # noqa: E731  (adapters are trained on these)
         else:
             from sia.gateway.remote import RemoteBackend
 
-            remote = RemoteBackend(config.target.base_url, config.target.model, config.target.api_key_env)
-            backend_for = lambda adapter: remote  # noqa: E731  (no weights lever for a remote target)
+            remote = RemoteBackend(target.base_url, target.model, target.api_key_env, timeout_s=target.timeout_s,
+                                   max_concurrency=target.max_concurrency, max_retries=target.max_retries)
+            backend_for = lambda adapter: remote  # noqa: E731  (no weights lever: base model only)
         parts = dict(config=config, paths=paths, db=db, sandbox=SubprocessSandbox(record_dir=paths.sandboxes),
-                     trainer=SubprocessTrainer(), backend_for=backend_for)
+                     trainer=SubprocessTrainer(), backend_for=backend_for, base_model=base_model)
         parts.update(overrides)
         return cls(**parts)
 

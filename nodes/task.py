@@ -72,7 +72,16 @@ def task(state: SIAState, runtime: Runtime[RunContext]) -> dict:
     update = {"history": [result], "candidate": None}
     if accepted:
         update.update(incumbent=cand, incumbent_selection=sel)
+    svc.release_adapter(retired_adapter(state.incumbent, cand, accepted))
     return update
+
+
+def retired_adapter(incumbent: Candidate | None, cand: Candidate, accepted: bool) -> str | None:
+    """The adapter no longer served after this verdict: a rejected candidate's own, or the one an
+    accepted candidate replaced (None: the base model, or the adapter is still the incumbent's)."""
+    kept = cand.adapter if accepted else (incumbent.adapter if incumbent else None)
+    gone = (incumbent.adapter if incumbent else None) if accepted else cand.adapter
+    return None if gone == kept else gone
 
 
 def _flag(svc: Services, state: SIAState, cand: Candidate, why: str) -> dict:

@@ -215,6 +215,13 @@ class RoleConfig(BaseModel):
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature for this role.")
     max_tokens: int = Field(256, ge=16, description="Completion token limit for this role (raise it for a code-writing model).")
     timeout_s: float = Field(300, gt=0, description="Per-request timeout.")
+    engine: Literal["openai-compatible", "vllm", "sglang"] = Field(
+        "openai-compatible", description="What serves a remote target: a vLLM or SGLang server loads LoRA adapters "
+        "at run time (vLLM started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), which keeps the "
+        "weights lever; any other endpoint serves the base model only.")
+    base_weights: str | None = Field(None, description="With engine vllm or sglang: the local folder of the "
+                                     "target's base weights (Hugging Face format) that adapters are trained on, "
+                                     "here; the engine must read the adapters' folders at the same paths.")
     max_concurrency: int = Field(8, ge=1, description="A remote endpoint's requests in flight at once (the "
                                  "target's batch is sent concurrently up to this; a vLLM/SGLang server takes many).")
     max_retries: int = Field(2, ge=0, description="Retries of a failed request to a remote endpoint (connection "
@@ -364,6 +371,10 @@ class RunConfig(BaseModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Limits on wall time, tokens and cost; "
                                  "a run that reaches one pauses, resumable with a larger one.")
     report_rejected: bool = Field(False, description="Also score rejected candidates on the feedback and test splits (costs time, changes nothing).")
+    eval_shards: int = Field(1, ge=1, le=64, description="Sandboxed agent runs that share one evaluation's items, "
+                             "run at once (each with its own limits, so N shards use up to N times the memory). Pays "
+                             "off when the target model serves many requests at once (a remote engine); the tasks "
+                             "whose agent answers each item on its own only (per_item_calls), others run whole.")
     rollout_items: int = Field(48, ge=0, description="Training-pool items the incumbent runs on to make fine-tuning data.")
     train_on: Literal["incumbent_scaffold", "all_scaffolds"] = Field(
         "incumbent_scaffold", description="Which recorded calls become fine-tuning rows: only those the incumbent "
@@ -373,6 +384,9 @@ class RunConfig(BaseModel):
     def _target_writes_no_code(self) -> "RunConfig":
         if self.target.can_write_code:
             raise ValueError("target.can_write_code is meaningless: the target model is called by the agent, it writes nothing")
+        if self.target.base_weights is not None and (self.target.embedded or self.target.engine == "openai-compatible"):
+            raise ValueError("target.base_weights is for a remote vLLM or SGLang target: set target.engine to "
+                             "'vllm' or 'sglang' (and target.base_url), or drop base_weights")
         if self.budget.max_usd is not None and not any(getattr(self, r).priced for r in ("meta", "feedback", "target")):
             raise ValueError("budget.max_usd needs prices: set usd_per_1m_prompt_tokens and usd_per_1m_completion_tokens "
                              "in the config of each role that costs money (meta, feedback, target)")
@@ -380,8 +394,9 @@ class RunConfig(BaseModel):
 
     @property
     def weights_available(self) -> bool:
-        """LoRA training needs the weights, which only the embedded target has."""
-        return self.target.embedded
+        """LoRA training needs the base weights here and a target that serves adapters: the embedded
+        model, or a vLLM/SGLang server given `base_weights` (adapters are loaded into it at run time)."""
+        return self.target.embedded or (self.target.engine != "openai-compatible" and self.target.base_weights is not None)
 
     @classmethod
     def from_env(cls) -> "RunConfig":

@@ -1,13 +1,15 @@
 """Runs the real graph with the test fakes in its own process, so a test can SIGKILL it.
 
 python -m tests.e2e.crash_driver RUNS TASK RUN_ID [--pause-at task|scaffold] [--resume] [--real-trainer]
+                                 [--checkpointer postgresql://…]
 
 Policy `alternate`, 3 generations: 1 meta (reference agent), 2 scaffold (retrieved shots),
 3 weights. `--pause-at` writes RUNS/paused and sleeps inside the chosen node (generation 2's
 first sandbox run for the task node, told from the edit search's and the smoke run's by the
 purpose initial in its item tags; or the Feedback-Agent's edit choice in scaffold_rewrite).
 Every sandbox run and LLM call is appended to RUNS/events.log; the final history goes to
-RUNS/RUN_ID.final.json.
+RUNS/RUN_ID.final.json. `--checkpointer` keeps the checkpoints in that Postgres database instead
+of RUNS/RUN_ID/checkpoints.sqlite.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 
 from sia.checkpoints.paths import RunPaths
-from sia.checkpoints.saver import open_saver
+from sia.checkpoints.saver import open_checkpointer
 from sia.graph.context import RunContext
 from sia.graph.graph import build_graph
 from sia.graph.state import SIAInput
@@ -37,6 +39,7 @@ def main() -> None:
     ap.add_argument("--pause-at", choices=["task", "scaffold"])
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--real-trainer", action="store_true")
+    ap.add_argument("--checkpointer", metavar="URL")
     args = ap.parse_args()
     log = args.runs / "events.log"
 
@@ -81,11 +84,11 @@ def main() -> None:
 
         overrides["trainer"] = SubprocessTrainer()
     svc = fake_services(args.runs.parent, args.run_id, meta, feedback, config=config, **overrides)
-    graph = build_graph(open_saver(RunPaths(config.runs_dir, args.run_id).checkpoints))
     thread = {"configurable": {"thread_id": args.run_id}}
     inputs = None if args.resume else SIAInput(run_id=args.run_id, task=args.task, max_generations=3, policy="alternate")
     note(f"start resume={args.resume}")
-    final = graph.invoke(inputs, thread, context=RunContext(config=config, services=svc))
+    with open_checkpointer(RunPaths(config.runs_dir, args.run_id), args.checkpointer) as saver:
+        final = build_graph(saver).invoke(inputs, thread, context=RunContext(config=config, services=svc))
     (args.runs / f"{args.run_id}.final.json").write_text(
         json.dumps([h.model_dump() for h in final["history"]], indent=1))
 

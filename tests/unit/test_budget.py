@@ -108,6 +108,8 @@ def test_each_budget_pauses_and_a_larger_one_finishes_with_nothing_recomputed(ca
     paths = RunPaths(runs, "b")
     assert run_status(paths) == "paused" and json.loads(paths.paused.read_text())["generation"] == 1
     assert not (paths.root / "summary.json").exists()
+    code, out, _ = _cli(capsys, "show", "b", "--runs-dir", str(runs))
+    assert code == 0 and "paused (" in out and "reached --max" in " ".join(out.split())
     timings, tables = _done(runs, "b")
     assert [g[1] for g in tables["generations"]] == [1]  # generation 1 scored, then paused before a lever
     gen1 = tables["generations"][0]

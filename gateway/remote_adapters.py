@@ -1,0 +1,100 @@
+"""The target's backends when a remote vLLM or SGLang server serves it: the base model, and each
+LoRA adapter the loop trained, loaded into the server at run time and asked for by name.
+
+`RemoteAdapters(role, run_root, run_id)` is a gateway `backend_for(adapter_version)`:
+- None: the base model (`role.model`).
+- "adapters/gen_N": the adapter in RUN/adapters/gen_N/adapter, loaded into the server on first use
+  in this process under a name fixed by the run and version (`served_name`), so a resumed run
+  (a new process, maybe a restarted server) loads it again the same way; "already loaded" counts
+  as loaded. Requests then name it as their model: vLLM takes the adapter's name; SGLang takes
+  "BASE:NAME".
+- `release(version)`: unloads it (a rejected adapter, or an incumbent's replaced one); "not
+  loaded" counts as unloaded.
+
+The endpoints are the engines' documented ones: vLLM `POST {base_url}/load_lora_adapter` and
+`/unload_lora_adapter` (base_url ends in /v1; the server started with --enable-lora and
+VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), SGLang `POST /load_lora_adapter` and `/unload_lora_adapter`
+at the server's root; the body is {"lora_name", "lora_path"} (unload: {"lora_name"}). Our own
+`sia serve --runtime-lora` speaks vLLM's, so tests run this path against a second gateway.
+The adapter's folder must be readable by the server at the same path (one machine, or a shared
+filesystem): the server reads the weights, they never travel over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+
+import httpx
+
+from sia.config import RoleConfig
+from sia.gateway.remote import RemoteBackend, RemoteError
+
+
+def served_name(run_id: str, version: str) -> str:
+    """The adapter's name in the server: the run and the version, in the characters names allow."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"sia-{run_id}-{version}")[:120]
+
+
+class RemoteAdapters:
+    def __init__(self, role: RoleConfig, run_root: Path, run_id: str):
+        if role.engine not in ("vllm", "sglang"):
+            raise ValueError(f"RemoteAdapters needs a vllm or sglang target engine, not {role.engine!r}")
+        self.role, self.run_root, self.run_id = role, Path(run_root), run_id
+        base = role.base_url.rstrip("/")
+        # vLLM's admin endpoints sit beside /v1/chat/completions; SGLang's at the server's root
+        self.admin_url = base if role.engine == "vllm" else re.sub(r"/v1$", "", base)
+        self._backends: dict[str | None, RemoteBackend] = {None: self._backend(role.model)}
+        self._lock = threading.Lock()
+        self.loaded: list[str] = []  # names loaded by this process, in order (for tests and logs)
+
+    def __call__(self, version: str | None) -> RemoteBackend:
+        with self._lock:
+            if version not in self._backends:
+                name = served_name(self.run_id, version)
+                self._post("load_lora_adapter", {"lora_name": name, "lora_path": str(self.adapter_dir(version))},
+                           ok_if="already")
+                self.loaded.append(name)
+                model = name if self.role.engine == "vllm" else f"{self.role.model}:{name}"
+                self._backends[version] = self._backend(model)
+            return self._backends[version]
+
+    def release(self, version: str | None) -> None:
+        """Unload `version` from the server (nothing for the base model)."""
+        if version is None:
+            return
+        with self._lock:
+            backend = self._backends.pop(version, None)
+        if backend is not None:
+            backend.close()
+        self._post("unload_lora_adapter", {"lora_name": served_name(self.run_id, version)}, ok_if="not")
+
+    def adapter_dir(self, version: str) -> Path:
+        path = (self.run_root / version / "adapter").resolve()
+        if not (path / "adapter_config.json").exists():
+            raise RemoteError(f"adapter {version}: no adapter_config.json in {path}; it cannot be loaded into "
+                              f"the {self.role.engine} server")
+        return path
+
+    def _backend(self, model: str) -> RemoteBackend:
+        r = self.role
+        return RemoteBackend(r.base_url, model, r.api_key_env, timeout_s=r.timeout_s,
+                             max_concurrency=r.max_concurrency, max_retries=r.max_retries)
+
+    def _post(self, endpoint: str, body: dict, ok_if: str) -> None:
+        """POST to an admin endpoint; a refusal whose message says `ok_if` ("already" loaded, "not"
+        found) is the state wanted, so it passes."""
+        url = f"{self.admin_url}/{endpoint}"
+        headers = {"Authorization": f"Bearer {os.environ.get(self.role.api_key_env, 'none')}"}
+        try:
+            resp = httpx.post(url, json=body, headers=headers, timeout=self.role.timeout_s)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"{url}: {type(exc).__name__}: {exc}") from None
+        text = resp.text
+        if resp.is_success or (resp.status_code in (400, 404) and ok_if in text.lower() and "lora" in text.lower()):
+            return
+        hint = (" (start vLLM with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)"
+                if self.role.engine == "vllm" and resp.status_code == 404 else "")
+        raise RemoteError(f"{url} answered {resp.status_code}: {' '.join(text.split())[:300]!r}{hint}")
