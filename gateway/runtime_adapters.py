@@ -42,7 +42,8 @@ class RuntimeAdapters:
             return 400, f"no LoRA adapter at {path} (adapter_config.json missing)"
         with self._lock:
             if name in self.paths:
-                return 400, f"The lora adapter '{name}' has already been loaded."
+                return 400, (f"The lora adapter '{name}' has already been loaded. If you want to load the adapter "
+                             "in place, set 'load_inplace' to True.")  # vLLM 0.32's words
             self.paths[name] = folder
         return 200, f"Success: LoRA adapter '{name}' added successfully."
 
