@@ -4,7 +4,7 @@ LoRA adapter the loop trained, loaded into the server at run time and asked for 
 `RemoteAdapters(role, run_root, run_id)` is a gateway `backend_for(adapter_version)`:
 - None: the base model (`role.model`).
 - "adapters/gen_N": the adapter in RUN/adapters/gen_N/adapter, loaded into the server on first use
-  in this process under a name fixed by the run and version (`served_name`), so a resumed run
+  in this process under a name fixed by the run, version and path (`served_name`), so a resumed run
   (a new process, maybe a restarted server) loads it again the same way; "already loaded" counts
   as loaded. Requests then name it as their model: vLLM takes the adapter's name; SGLang takes
   "BASE:NAME".
@@ -22,9 +22,11 @@ filesystem): the server reads the weights, they never travel over HTTP.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -33,9 +35,14 @@ from sia.config import RoleConfig
 from sia.gateway.remote import RemoteBackend, RemoteError
 
 
-def served_name(run_id: str, version: str) -> str:
-    """The adapter's name in the server: the run and the version, in the characters names allow."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"sia-{run_id}-{version}")[:120]
+def served_name(run_id: str, version: str, adapter_dir: Path) -> str:
+    """The adapter's name in the server: readable (the run and the version, cut short) and unique
+    (a hash of the adapter folder's absolute path). Run ids repeat (every `sia compare` names its
+    arms POLICY-sSEED), and a server keeps what it loaded: with the path in the name, "already
+    loaded" can only mean these very weights (a resumed run loading its own adapter again)."""
+    digest = hashlib.sha256(str(Path(adapter_dir).resolve()).encode()).hexdigest()[:12]
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{run_id[:60]}-{version[-30:]}")
+    return f"sia-{readable}-{digest}"
 
 
 class RemoteAdapters:
@@ -53,23 +60,32 @@ class RemoteAdapters:
     def __call__(self, version: str | None) -> RemoteBackend:
         with self._lock:
             if version not in self._backends:
-                name = served_name(self.run_id, version)
-                self._post("load_lora_adapter", {"lora_name": name, "lora_path": str(self.adapter_dir(version))},
-                           ok_if="already")
+                path = self.adapter_dir(version)
+                name = served_name(self.run_id, version, path)
+                self._post("load_lora_adapter", {"lora_name": name, "lora_path": str(path)}, ok_if="already")
                 self.loaded.append(name)
                 model = name if self.role.engine == "vllm" else f"{self.role.model}:{name}"
                 self._backends[version] = self._backend(model)
             return self._backends[version]
 
     def release(self, version: str | None) -> None:
-        """Unload `version` from the server (nothing for the base model)."""
+        """Unload `version` from the server (nothing for the base model). Under the lock, so that a
+        request for it cannot load it again between forgetting it here and unloading it there."""
         if version is None:
             return
         with self._lock:
             backend = self._backends.pop(version, None)
-        if backend is not None:
-            backend.close()
-        self._post("unload_lora_adapter", {"lora_name": served_name(self.run_id, version)}, ok_if="not")
+            path = (self.run_root / version / "adapter").resolve()
+            self._post("unload_lora_adapter", {"lora_name": served_name(self.run_id, version, path)}, ok_if="not")
+            if backend is not None:
+                backend.close()
+
+    def close(self) -> None:
+        """Close this process's HTTP clients (adapters stay loaded: the incumbent's may be served on)."""
+        with self._lock:
+            for backend in self._backends.values():
+                backend.close()
+            self._backends.clear()
 
     def adapter_dir(self, version: str) -> Path:
         path = (self.run_root / version / "adapter").resolve()
@@ -84,14 +100,20 @@ class RemoteAdapters:
                              max_concurrency=r.max_concurrency, max_retries=r.max_retries)
 
     def _post(self, endpoint: str, body: dict, ok_if: str) -> None:
-        """POST to an admin endpoint; a refusal whose message says `ok_if` ("already" loaded, "not"
-        found) is the state wanted, so it passes."""
+        """POST to an admin endpoint, retried as requests are (`role.max_retries`: connection
+        errors and 5xx); a refusal whose message says `ok_if` ("already" loaded, "not" found) is
+        the state wanted, so it passes."""
         url = f"{self.admin_url}/{endpoint}"
         headers = {"Authorization": f"Bearer {os.environ.get(self.role.api_key_env, 'none')}"}
-        try:
-            resp = httpx.post(url, json=body, headers=headers, timeout=self.role.timeout_s)
-        except httpx.HTTPError as exc:
-            raise RemoteError(f"{url}: {type(exc).__name__}: {exc}") from None
+        for attempt in range(self.role.max_retries + 1):
+            try:
+                resp = httpx.post(url, json=body, headers=headers, timeout=self.role.timeout_s)
+                if resp.status_code < 500 or attempt == self.role.max_retries:
+                    break
+            except httpx.HTTPError as exc:
+                if attempt == self.role.max_retries:
+                    raise RemoteError(f"{url}: {type(exc).__name__}: {exc}") from None
+            time.sleep(min(30.0, 0.5 * 2 ** attempt))
         text = resp.text
         if resp.is_success or (resp.status_code in (400, 404) and ok_if in text.lower() and "lora" in text.lower()):
             return

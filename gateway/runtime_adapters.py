@@ -56,10 +56,17 @@ class RuntimeAdapters:
         return 200, f"Success: LoRA adapter '{name}' removed successfully."
 
     def backend_for(self, name: str | None):
-        """The gateway's `backend_for`: None is the base model, a loaded name base + that adapter."""
+        """The gateway's `backend_for`: None is the base model, a loaded name base + that adapter.
+        Opened outside the lock: a load or unload request (answered on the event loop) never waits
+        for a model to load."""
         with self._lock:
-            if name not in self._backends:
-                if name is not None and name not in self.paths:
-                    raise KeyError(f"LoRA adapter '{name}' is not loaded")
-                self._backends[name] = self.open_backend(None if name is None else self.paths[name])
-            return self._backends[name]
+            backend, path = self._backends.get(name), self.paths.get(name)
+        if backend is not None:
+            return backend
+        if name is not None and path is None:
+            raise KeyError(f"LoRA adapter '{name}' is not loaded")
+        backend = self.open_backend(path)
+        with self._lock:
+            if self.paths.get(name) != path:  # unloaded (or loaded anew) meanwhile: never cache stale weights
+                raise KeyError(f"LoRA adapter '{name}' was unloaded while it loaded")
+            return self._backends.setdefault(name, backend)

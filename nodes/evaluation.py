@@ -94,7 +94,8 @@ def evaluate(svc: Services, task: Task, candidate: Candidate, splits: list[str],
     shards = shard_rows(todo, svc.config.eval_shards if getattr(task, "per_item_calls", True) else 1)
     if len(shards) == 1:
         items, wall_s = run_and_score(None, todo, task_splits["pool"])
-    else:  # each shard its own sandbox, all at once
+    else:  # each shard its own sandbox, all at once (the gateway started first, once)
+        svc.gateway
         # Every shard's view hides all the evaluation's items, as the unsharded view does: a shard
         # must not find another shard's items, with their answers, in its training pool.
         evaluated = {r["id"] for rows in todo.values() for r in rows}
@@ -152,16 +153,17 @@ def run_agent(svc: Services, task: Task, candidate: Candidate, predict: dict[str
                                prefix=f"g{gen}{purpose[0]}{_digest(list(predict), svc.paths.tag_salt())}-"
                                       + ("" if shard is None else f"s{shard}"))
         shutil.copy(candidate.scaffold_path, work / "target_agent.py")
-        token = svc.gateway.issue_token(CallScope(run_id, gen, candidate.adapter, purpose), tags=set(tags))
+        gateway = svc.gateway  # read once: the token, the URL and the revocation are the same gateway's
+        token = gateway.issue_token(CallScope(run_id, gen, candidate.adapter, purpose), tags=set(tags))
         env = {name: os.environ[name] for name in task.agent_env if name in os.environ}
-        env |= {"OPENAI_BASE_URL": svc.gateway.base_url, "OPENAI_API_KEY": token, "SIA_MODEL": svc.config.target.model}
+        env |= {"OPENAI_BASE_URL": gateway.base_url, "OPENAI_API_KEY": token, "SIA_MODEL": svc.config.target.model}
         limits = svc.config.sandbox.for_items(sum(len(rows) for rows in predict.values()))
         try:
             result = svc.sandbox.run([svc.python, "target_agent.py", "--dataset_dir", str(view), "--working_dir",
                                       str(work / "out")], work, env, limits, readable=[view],
-                                     forward_ports=[svc.gateway.port])
+                                     forward_ports=[gateway.port])
         finally:
-            svc.gateway.revoke_token(token)
+            gateway.revoke_token(token)
         if getattr(result, "interrupted", False):
             raise EvaluationInterrupted(f"generation {gen}'s {purpose} run was stopped with the run")
         _check_protected(svc, task, protected, gen, purpose)
@@ -203,7 +205,7 @@ def item_results(run_id: str, candidate: Candidate, tags: Tags, outcomes: dict[t
 def _digest(splits: list[str], salt: str) -> str:
     """Tells evaluations of one generation apart in item tags without naming their splits
     (salted with a secret of the run, so an agent cannot tell a selection run by its tags)."""
-    return hashlib.sha256(f"{salt}:{','.join(splits)}".encode()).hexdigest()[:4]
+    return hashlib.sha256(f"{salt}:{','.join(splits)}".encode()).hexdigest()[:8]  # 32 bits: runs' tags never meet
 
 
 def _keep_logs(log_dir: Path, stem: str, result, out: Path, secret: str, outputs: tuple[str, ...]) -> None:

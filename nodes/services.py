@@ -68,14 +68,18 @@ class Services:
     base_model: Callable[[], Path] = safetensors_dir
     _gateway: Gateway | None = None
     _task: tuple[str, Task] | None = None
+    _gateway_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def gateway(self) -> Gateway:
-        if self._gateway is None:
-            gw = self.config.gateway
-            self._gateway = Gateway(self.backend_for, self.db, max_batch=gw.max_batch, batch_window_ms=gw.batch_window_ms,
-                                    model_name=self.config.target.model, limits=gw).start()
-        return self._gateway
+        """Started on first use, once: sharded evaluations may ask from several threads at once."""
+        with self._gateway_lock:
+            if self._gateway is None:
+                gw = self.config.gateway
+                self._gateway = Gateway(self.backend_for, self.db, max_batch=gw.max_batch,
+                                        batch_window_ms=gw.batch_window_ms, model_name=self.config.target.model,
+                                        limits=gw).start()
+            return self._gateway
 
     def llm(self, role: str) -> RoleLLM:
         """The LLM for 'meta' or 'feedback'; an embedded role goes through our gateway."""
@@ -99,8 +103,12 @@ class Services:
         """Free what serves `version` (an adapter rejected, or an incumbent's replaced one): a remote
         server unloads it; the embedded model drops its engine. Nothing for the base model."""
         release = getattr(self.backend_for, "release", None)
-        if version is not None and release is not None:
+        if version is None or release is None:
+            return
+        try:
             release(version)
+        except Exception as exc:  # noqa: BLE001  (freeing is a courtesy: the verdict is saved, the run goes on)
+            print(f"sia: could not release adapter {version}: {exc}", file=sys.stderr)
 
     def _recorder(self, role: str):
         """Records a remote role's calls in run.db as the gateway records the embedded model's, so
@@ -163,6 +171,8 @@ def release_services(config: RunConfig, run_id: str) -> None:
     if svc is not None and svc._gateway is not None:
         svc._gateway.stop()
         svc._gateway = None
+    if svc is not None and (close := getattr(svc.backend_for, "close", None)):
+        close()  # a remote target's HTTP clients and their threads
 
 
 def services(runtime: Runtime[RunContext] | None, state: SIAInput) -> Services:

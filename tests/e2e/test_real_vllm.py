@@ -79,7 +79,8 @@ def test_our_client_loads_serves_and_unloads_adapters_in_vllm(tmp_path, vllm, mo
     random_adapter(tmp_path / "run" / "adapters" / "gen_2" / "adapter")
     role = RoleConfig(base_url=url, model="smollm2", engine="vllm", base_weights=str(weights), api_key_env="VLLM_KEY",
                       timeout_s=300)
-    adapters, name = RemoteAdapters(role, tmp_path / "run", "r"), served_name("r", "adapters/gen_2")
+    adapters = RemoteAdapters(role, tmp_path / "run", "r")
+    name = served_name("r", "adapters/gen_2", tmp_path / "run" / "adapters" / "gen_2" / "adapter")
     ask = [ChatRequest(messages=[{"role": "user", "content": "Name three fruits."}], max_tokens=16),
            ChatRequest(messages=[{"role": "user", "content": "He stole a bike. Which charge?"}], max_tokens=24,
                        json_schema=SCHEMA)]
@@ -122,7 +123,7 @@ def test_the_weights_lever_with_vllm_as_the_target(tmp_path, vllm, monkeypatch):
         final = run_graph(svc, SIAInput(run_id="v", task=str(task), max_generations=2, policy="weights-only"))
     finally:
         shutdown(svc)
-    gen2, name = final["history"][1], served_name("v", "adapters/gen_2")
+    gen2, name = final["history"][1], served_name("v", "adapters/gen_2", svc.paths.adapter(2) / "adapter")
     assert gen2.lever == "weights" and gen2.selection is not None, gen2
     assert trainer.calls == [weights] and svc.backend_for.loaded == [name]
     calls = [json.loads(line) for line in (tmp_path / "runs" / "v" / "gen_2" / "items.jsonl").read_text().splitlines()]

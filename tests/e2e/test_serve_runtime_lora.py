@@ -69,11 +69,12 @@ def test_an_adapter_loaded_at_run_time_answers_by_name_until_unloaded(tmp_path, 
     ask = [ChatRequest(messages=[{"role": "user", "content": "Name three fruits."}], max_tokens=16)]
     base = adapters(None).generate(ask)[0].text
     tuned = adapters("adapters/gen_2").generate(ask)[0].text
-    assert adapters.loaded == [served_name("r", "adapters/gen_2")]
+    name = served_name("r", "adapters/gen_2", run_root / "adapters" / "gen_2" / "adapter")
+    assert adapters.loaded == [name]
     assert tuned != base  # served by base + the random adapter
     named = adapters("adapters/gen_2")
     adapters.release("adapters/gen_2")
-    assert named.name == served_name("r", "adapters/gen_2")
+    assert named.name == name
     from sia.gateway.remote import RemoteBackend
 
     after = RemoteBackend(base_url, named.name, "ENGINE_KEY", timeout_s=120).generate(ask)[0].text

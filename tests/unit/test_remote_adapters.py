@@ -77,7 +77,7 @@ def test_an_adapter_is_loaded_scored_by_name_and_kept_or_unloaded(tmp_path, task
         shutdown(svc)
         engine.gateway.stop()
     gen2 = final["history"][1]
-    name = served_name("r", "adapters/gen_2")
+    name = served_name("r", "adapters/gen_2", svc.paths.root / "adapters" / "gen_2" / "adapter")
     assert gen2.lever == "weights" and gen2.adapter == "adapters/gen_2" and gen2.accepted is helps
     assert svc.trainer.calls[0]["base"] == Path(svc.config.target.base_weights)  # trained on the base weights
     assert svc.backend_for.loaded == [name]
@@ -104,7 +104,7 @@ def test_a_resumed_run_loads_its_incumbents_adapter_into_a_restarted_engine(tmp_
     finally:
         shutdown(svc2)
         restarted.gateway.stop()
-    gen2, gen3 = (served_name("r", f"adapters/gen_{n}") for n in (2, 3))
+    gen2, gen3 = (served_name("r", f"adapters/gen_{n}", svc2.paths.adapter(n) / "adapter") for n in (2, 3))
     assert [h.generation for h in final["history"]] == [1, 2, 3]
     assert svc2.backend_for.loaded[0] == gen2  # the incumbent's adapter, loaded again for its rollouts
     assert gen2 in restarted.served_with() and gen3 in restarted.served_with()
@@ -179,3 +179,12 @@ def _request():
     from sia.gateway.protocol import ChatRequest
 
     return ChatRequest(messages=[{"role": "user", "content": "he stole a bicycle"}], max_tokens=8)
+
+
+def test_served_names_tell_runs_with_one_id_apart_and_stay_short(tmp_path):
+    """Every compare names its arms POLICY-sSEED: two runs with one id must not share a name in the
+    server (it would answer "already loaded" and serve the other run's weights)."""
+    one = served_name("llm-s0", "adapters/gen_2", tmp_path / "a" / "llm-s0" / "adapters" / "gen_2" / "adapter")
+    other = served_name("llm-s0", "adapters/gen_2", tmp_path / "b" / "llm-s0" / "adapters" / "gen_2" / "adapter")
+    long = served_name("x" * 300, "adapters/gen_2", tmp_path)
+    assert one != other and one.startswith("sia-llm-s0-adapters-gen_2-") and len(long) <= 128
