@@ -59,6 +59,8 @@ class RemoteAdapters:
 
     def __call__(self, version: str | None) -> RemoteBackend:
         with self._lock:
+            if version is None and None not in self._backends:  # after close(): the base model again
+                self._backends[None] = self._backend(self.role.model)
             if version not in self._backends:
                 path = self.adapter_dir(version)
                 name = served_name(self.run_id, version, path)

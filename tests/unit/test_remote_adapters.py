@@ -144,6 +144,8 @@ def test_our_requests_match_vllms_documented_shapes(tmp_path, monkeypatch):
     assert runtime.unload(exchange["unload"]["body"]) == (404, exchange["unload_missing"]["message"])
     with pytest.raises(Exception, match="no adapter_config.json"):
         adapters("adapters/gen_9")
+    adapters.close()  # its clients closed (release_services): the base model is still asked for by name
+    assert adapters(None).name == "base-model"
 
 
 def test_refusals_name_their_cause(tmp_path, monkeypatch):
