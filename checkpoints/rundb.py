@@ -17,30 +17,47 @@ _GENERATIONS = "select * from generations where run_id = ? order by generation"
 
 
 def _generation_rows(conn: sqlite3.Connection, run_id: str) -> list[dict]:
-    cursor = conn.execute(_GENERATIONS, [run_id])
-    names = [column[0] for column in cursor.description]
-    rows = [dict(zip(names, row)) for row in cursor]
+    rows = _dict_rows(conn.execute(_GENERATIONS, [run_id]))
     for row in rows:  # tokens per role is stored as JSON text
         if isinstance(row.get("tokens"), str):
             row["tokens"] = json.loads(row["tokens"])
     return rows
 
 
+def open_run_db(path: Path) -> sqlite3.Connection:
+    """A connection to an existing run.db that cannot change anything in the run folder. With the
+    WAL files present (a writer has run.db open, or was killed) read-only sees every committed row.
+    Without them the whole database is in run.db, and `immutable` reads it as it is: a plain
+    read-only connection to a WAL database would create run.db-wal and -shm and, unable to remove
+    them, leave them behind. (A killed writer's -shm, SQLite's shared-memory index, may still be
+    rebuilt: never run.db or its WAL.)"""
+    path = Path(path).resolve()
+    live = Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
+    return sqlite3.connect(f"{path.as_uri()}?mode=ro{'' if live else '&immutable=1'}", uri=True, timeout=10)
+
+
 def _read(path: Path, query, empty):
-    """`query(connection)` on an existing run.db without creating it or any table; `empty` where
-    there is no run.db or the table is not there yet."""
+    """`query(connection)` on an existing run.db through `open_run_db` (nothing is created or
+    written: no run.db, no table, no WAL file); `empty` where there is no run.db, the table is not
+    there yet, or the database stays busy past the timeout."""
     path = Path(path)
     if not path.exists():
         return empty
-    # mode=rw never creates the file. Not mode=ro: a read-only connection cannot clean up after
-    # itself in a WAL database and would leave empty run.db-wal/-shm files behind.
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=10)
+    try:
+        conn = open_run_db(path)
+    except sqlite3.Error:
+        return empty
     try:
         return query(conn)
-    except sqlite3.OperationalError:  # no such table yet
+    except sqlite3.OperationalError:
         return empty
     finally:
         conn.close()
+
+
+def _dict_rows(cursor) -> list[dict]:
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row)) for row in cursor]
 
 
 class RunDB:
@@ -138,6 +155,11 @@ class RunDB:
                  "and split = ?")
         return _read(path, lambda conn: {item: float(score) for item, score in conn.execute(
             query, [run_id, scaffold_sha, adapter or "base", split])}, empty={})
+
+    @staticmethod
+    def read_rows(path: Path, sql: str, args: list) -> list[dict]:
+        """Any query's rows as dicts, read as `read_generations` reads ([] without run.db or table)."""
+        return _read(path, lambda conn: _dict_rows(conn.execute(sql, args)), [])
 
     @staticmethod
     def read_token_sums(path: Path, run_id: str, since: float | None = None) -> list[tuple[str, int, int]]:

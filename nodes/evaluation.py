@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sia.files import write_json_atomic, write_text_atomic
+from sia.files import append_jsonl, write_json_atomic, write_text_atomic
 from sia.gateway.server import CallScope
 from sia.graph.context import Services
 from sia.graph.state import Candidate
@@ -126,8 +126,7 @@ def shard_rows(todo: dict[str, list[Row]], n: int) -> list[dict[str, list[Row]]]
 
 def append_timing(svc: Services, row: dict) -> None:
     """One line of the run's timings.jsonl (a few per generation, so appending is cheap)."""
-    with open(svc.paths.timings, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    append_jsonl(svc.paths.timings, row)
 
 
 def _cached(svc: Services, candidate: Candidate, split: str, n: int) -> SplitScore | None:

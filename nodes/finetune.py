@@ -15,7 +15,7 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from sia.files import write_json_atomic, write_text_atomic
+from sia.files import append_jsonl, write_json_atomic, write_text_atomic
 from sia.finetune.grpo import REWARD_TASK_NAME
 from sia.finetune.records import resolve_method, reward_rows, sft_rows
 from sia.finetune.rewards import REWARDS_NAME, read_rewards
@@ -72,8 +72,7 @@ def build_dataset(state: FinetuneState, runtime: Runtime[RunContext]) -> dict:
 def progress(adapter_dir: Path, event: dict) -> None:
     """A training event to the live view and to the adapter's progress.jsonl (read by `sia web`)."""
     emit(event)
-    with open(adapter_dir / "progress.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(event) + "\n")
+    append_jsonl(adapter_dir / "progress.jsonl", event)
 
 
 def train_adapter(state: FinetuneState, runtime: Runtime[RunContext]) -> dict:

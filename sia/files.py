@@ -100,6 +100,12 @@ def read_json(path: Path) -> dict:
         return {}
 
 
+def append_jsonl(path: Path, row: dict) -> None:
+    """One JSON line at the end of an append-only file (timings.jsonl, an adapter's progress.jsonl)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """The JSON objects of an append-only JSON-lines file (timings.jsonl, rewards.jsonl), [] when it
     is missing; a line cut by a kill, or anything but an object, is skipped."""

@@ -1,5 +1,5 @@
-"""What `sia web` reads from a runs folder, without ever writing to it: run.db through a read-only
-connection (`open_run_db`), every other file with plain reads, each cut to a size a page can
+"""What `sia web` reads from a runs folder, without ever writing to it: run.db through RunDB's
+read-only readers (`checkpoints.rundb.open_run_db`), every other file with plain reads, each cut to a size a page can
 show. Safe while the loop writes the run (WAL sqlite, atomic JSON rewrites, appended JSON lines:
 a half-written last line is skipped). Imports no component.
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 
 from sia.checkpoints.paths import RunPaths
+from sia.checkpoints.rundb import RunDB
 from sia.files import read_json, read_jsonl
 
 RUN_MARKERS = ("config.json", "run.db", "checkpoints.sqlite")  # what makes a folder a run (as `sia runs`)
@@ -61,7 +61,7 @@ def watched_files(paths: RunPaths) -> list[Path]:
     its WAL (generations, items, calls), the loop's progress files, and each generation's and
     adapter's folder (a file written there renames into it, which touches the folder)."""
     root = paths.root
-    files = [paths.run_db, root / "run.db-wal", paths.timings, root / "now.json", root / "paused.json",
+    files = [paths.run_db, root / "run.db-wal", paths.timings, paths.now, paths.paused,
              root / "summary.json", root / "sia.pid", paths.inputs]
     files += sorted(root.glob("gen_*")) + sorted((root / "adapters").glob("gen_*"))
     files += sorted((root / "adapters").glob("gen_*/progress.jsonl"))
@@ -86,14 +86,14 @@ def fingerprint(files: list[Path], *extra: str) -> str:
 
 def now_running(paths: RunPaths) -> dict:
     """now.json: {node, generation, started, pid} of the node in flight ({} when absent or unreadable)."""
-    return read_json(paths.root / "now.json")
+    return read_json(paths.now)
 
 
 def paused_reason(paths: RunPaths) -> str | None:
     """Why a budget paused the run (paused.json), None when it is not paused."""
-    if not (paths.root / "paused.json").exists():
+    if not paths.paused.exists():
         return None
-    return str(read_json(paths.root / "paused.json").get("reason") or "paused (no reason recorded)")
+    return str(read_json(paths.paused).get("reason") or "paused (no reason recorded)")
 
 
 def training_progress(adapter_dir: Path) -> dict | None:
@@ -120,38 +120,14 @@ def latest_training(paths: RunPaths) -> dict | None:
 
 # ---- run.db ----
 
-def open_run_db(path: Path) -> sqlite3.Connection:
-    """A connection that cannot change anything in the run folder. With the WAL files present (a
-    writer has run.db open, or was killed) read-only sees every committed row. Without them the
-    whole database is in run.db, and `immutable` reads it as it is: a plain read-only connection to
-    a WAL database would create run.db-wal and -shm and, unable to remove them, leave them behind.
-    (A killed writer's -shm, SQLite's shared-memory index, may still be rebuilt: never run.db or its WAL.)"""
-    path = Path(path).resolve()
-    live = Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
-    return sqlite3.connect(f"{path.as_uri()}?mode=ro{'' if live else '&immutable=1'}", uri=True, timeout=10)
-
-
 def rows_of(paths: RunPaths, sql: str, args: list) -> list[dict]:
     """Rows of a query on run.db as dicts ([] without run.db, or before the table exists)."""
-    if not paths.run_db.exists():
-        return []
-    try:
-        conn = open_run_db(paths.run_db)
-    except sqlite3.Error:
-        return []
-    try:
-        cursor = conn.execute(sql, args)
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row)) for row in cursor]
-    except sqlite3.OperationalError:  # no such table (yet), or the database is busy past the timeout
-        return []
-    finally:
-        conn.close()
+    return RunDB.read_rows(paths.run_db, sql, args)
 
 
 def generation_rows(paths: RunPaths) -> list[dict]:
-    """The run's generations table, oldest first (as RunDB.read_generations, through `open_run_db`)."""
-    return rows_of(paths, "select * from generations where run_id = ? order by generation", [paths.run_id])
+    """The run's generations table, oldest first."""
+    return RunDB.read_generations(paths.run_db, paths.run_id)
 
 
 def item_splits(paths: RunPaths, scaffold_sha: str, adapter: str | None) -> list[str]:

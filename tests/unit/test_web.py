@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 from sia.checkpoints.rundb import RunDB
 from sia.cli.web import create_app
 from sia.records import ItemResult, ModelCall
-from sia.web_read import open_run_db
+from sia.checkpoints.rundb import open_run_db
 
 GENERATIONS = [  # three generations: the first agent, an accepted scaffold rewrite, a rejected adapter
     {"generation": 1, "lever": "meta", "scaffold_sha": "sha1", "adapter": None, "feedback": 0.5, "selection": 0.6,
