@@ -66,6 +66,12 @@ class RunPaths:
         """Present while a budget holds the run paused: {reason, generation} (nodes/budget.py)."""
         return self.root / "paused.json"
 
+    def paused_reason(self) -> str | None:
+        """Why a budget holds the run paused (what `paused` says); None when it is not paused."""
+        if not self.paused.exists():
+            return None
+        return str(read_json(self.paused).get("reason") or "paused (no reason recorded)")
+
     def tag_salt(self) -> str:
         """A random secret of this run (created once), so agents cannot recompute item tags."""
         path = self.root / ".tag_salt"

@@ -131,7 +131,7 @@ def cmd_show(args) -> int:
     row = run_row(paths)
     status = row["status"]
     if status == "paused":  # which limit, and how to go on
-        status += f" ({read_json(paths.paused).get('reason')}; `sia resume {paths.run_id}` with a larger limit)"
+        status += f" ({paths.paused_reason()}; `sia resume {paths.run_id}` with a larger limit)"
     console.print(f"[bold]{escape(paths.run_id)}[/] · task {escape(str(row['task']))} · policy "
                   f"{escape(str(row['policy']))} · {escape(status)} · {escape(str(paths.root))}")
     gens = RunDB.read_generations(paths.run_db, paths.run_id)  # only reads: creates no run.db

@@ -61,6 +61,13 @@ class RemoteBackend:
         self._settled: dict[int, tuple[ChatRequest, Completion | Exception]] = {}
         self._settled_lock = threading.Lock()
 
+    @classmethod
+    def for_role(cls, role, model: str | None = None) -> "RemoteBackend":
+        """The backend of a remote role's endpoint (a `config.RoleConfig`), asking for `model`
+        (default the role's own: another names a runtime-loaded adapter)."""
+        return cls(role.base_url, model or role.model, role.api_key_env, timeout_s=role.timeout_s,
+                   max_concurrency=role.max_concurrency, max_retries=role.max_retries)
+
     def generate(self, batch: list[ChatRequest]) -> list[Completion]:
         """One completion per request, in order; raises the first failure if any request failed
         (after its retries), keeping the batch's outcomes for the reruns of its requests."""

@@ -53,21 +53,21 @@ class RemoteAdapters:
         base = role.base_url.rstrip("/")
         # vLLM's admin endpoints sit beside /v1/chat/completions; SGLang's at the server's root
         self.admin_url = base if role.engine == "vllm" else re.sub(r"/v1$", "", base)
-        self._backends: dict[str | None, RemoteBackend] = {None: self._backend(role.model)}
+        self._backends: dict[str | None, RemoteBackend] = {None: RemoteBackend.for_role(role)}
         self._lock = threading.Lock()
         self.loaded: list[str] = []  # names loaded by this process, in order (for tests and logs)
 
     def __call__(self, version: str | None) -> RemoteBackend:
         with self._lock:
             if version is None and None not in self._backends:  # after close(): the base model again
-                self._backends[None] = self._backend(self.role.model)
+                self._backends[None] = RemoteBackend.for_role(self.role)
             if version not in self._backends:
                 path = self.adapter_dir(version)
                 name = served_name(self.run_id, version, path)
                 self._post("load_lora_adapter", {"lora_name": name, "lora_path": str(path)}, ok_if="already")
                 self.loaded.append(name)
                 model = name if self.role.engine == "vllm" else f"{self.role.model}:{name}"
-                self._backends[version] = self._backend(model)
+                self._backends[version] = RemoteBackend.for_role(self.role, model)
             return self._backends[version]
 
     def release(self, version: str | None) -> None:
@@ -95,11 +95,6 @@ class RemoteAdapters:
             raise RemoteError(f"adapter {version}: no adapter_config.json in {path}; it cannot be loaded into "
                               f"the {self.role.engine} server")
         return path
-
-    def _backend(self, model: str) -> RemoteBackend:
-        r = self.role
-        return RemoteBackend(r.base_url, model, r.api_key_env, timeout_s=r.timeout_s,
-                             max_concurrency=r.max_concurrency, max_retries=r.max_retries)
 
     def _post(self, endpoint: str, body: dict, ok_if: str) -> None:
         """POST to an admin endpoint, retried as requests are (`role.max_retries`: connection

@@ -144,8 +144,7 @@ class Services:
         else:
             from sia.gateway.remote import RemoteBackend
 
-            remote = RemoteBackend(target.base_url, target.model, target.api_key_env, timeout_s=target.timeout_s,
-                                   max_concurrency=target.max_concurrency, max_retries=target.max_retries)
+            remote = RemoteBackend.for_role(target)
             backend_for = lambda adapter: remote  # noqa: E731  (no weights lever: base model only)
         parts = dict(config=config, paths=paths, db=db, sandbox=SubprocessSandbox(record_dir=paths.sandboxes),
                      trainer=SubprocessTrainer(), backend_for=backend_for, base_model=base_model)

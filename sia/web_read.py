@@ -91,9 +91,7 @@ def now_running(paths: RunPaths) -> dict:
 
 def paused_reason(paths: RunPaths) -> str | None:
     """Why a budget paused the run (paused.json), None when it is not paused."""
-    if not paths.paused.exists():
-        return None
-    return str(read_json(paths.paused).get("reason") or "paused (no reason recorded)")
+    return paths.paused_reason()
 
 
 def training_progress(adapter_dir: Path) -> dict | None:
