@@ -8,6 +8,7 @@ without the edit's key (another agent, or a rewrite that dropped it) is never of
 
 Each edit says which settings override it (`overridden_by`): while any of them is on (non-zero,
 True), the agent ignores the edit's key, so the edit would change no prompt and is not offered.
+Likewise an edit that only acts on another setting (`requires`) is offered once one of those is on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class ScaffoldEdit(BaseModel):
     value: bool | int | float | str
     description: str
     overridden_by: tuple[str, ...] = Field((), description="SCAFFOLD keys that, while on, make the agent ignore `key`.")
+    requires: tuple[str, ...] = Field((), description="SCAFFOLD keys of which one must be on for `key` to matter "
+                                                      "(none: always).")
     max_classes: int | None = Field(None, description="Not offered on tasks with more labels than this (e.g. listing "
                                                       "every label in each prompt costs too much on a 191-label task).")
 
@@ -39,6 +42,9 @@ LIBRARY: list[ScaffoldEdit] = [
     ScaffoldEdit(id="classifier-decides-half", key="classifier_decides", value=0.5,
                  description="the classifier alone answers the half of the cases it is most confident about "
                              "(largest margin over its runner-up); the model answers the rest"),
+    ScaffoldEdit(id="order-check", key="order_check", value=True, requires=("classifier_labels", "centroid_labels"),
+                 description="ask again with the shortlist reversed and keep the model's answer only when both orders "
+                             "agree, else the shortlist's best label (a model that picks a position changes nothing)"),
     ScaffoldEdit(id="neighbour-labels-2", key="neighbour_labels", value=2,
                  overridden_by=("centroid_labels", "classifier_labels"),
                  description="answer extraction: allow only the labels of the 2 most similar training cases"),
@@ -95,6 +101,7 @@ def available_edits(code: str, tried: list[str], n_classes: int | None = None) -
     return [e for e in LIBRARY if e.id not in tried and e.key in settings
             and type(settings[e.key]) is type(e.value) and settings[e.key] != e.value
             and not any(settings.get(k) for k in e.overridden_by)
+            and (not e.requires or any(settings.get(k) for k in e.requires))
             and (n_classes is None or e.max_classes is None or n_classes <= e.max_classes)]
 
 

@@ -34,6 +34,7 @@ SCAFFOLD = {
     "classifier_decides": 0.0,
     "constrain_output": True,
     "votes": 1,
+    "order_check": False,
     "temperature": 0.0,
     "max_tokens": 96,  # the longest of lawbench's 191 labels is 67 tokens as JSON
     "retries": 2,
@@ -260,9 +261,28 @@ def as_case(row, id_col, label_col):
             "fields": fields}
 
 
+def answer(messages, classes, item, temperature, trace):
+    """One allowed label from the model (up to `retries` more tries when none can be read), or None."""
+    for _ in range(SCAFFOLD["retries"] + 1):
+        try:
+            raw = ask(messages, classes, item, temperature)
+        except Exception as exc:  # network or server error: retry, then give up
+            trace["errors"].append(f"{type(exc).__name__}: {exc}")
+            continue
+        trace["completions"].append(raw)
+        label = extract(raw, classes)
+        if label is not None:
+            return label
+    return None
+
+
 def solve(row, train, classes, fallback, ranked=None, decided=False):
     """The label of one case and its trajectory: the classifier's top label when `decided`, else
-    the model's answer among the allowed labels (majority of `votes`, `retries` on no answer)."""
+    the model's answer among the allowed labels (majority of `votes`, `retries` on no answer).
+    With `order_check`, the model is asked again with the allowed labels in reverse order, and its
+    answer is kept only when both orders agree; otherwise the shortlist's best label stands (only
+    for a ranked shortlist: the classifier's or the centroids'), so a model that picks a position
+    rather than a label changes nothing."""
     s = SCAFFOLD
     if decided:
         return ranked[0], {"id": row["id"], "decided_by": "classifier", "label": ranked[0], "fallback": False,
@@ -274,18 +294,16 @@ def solve(row, train, classes, fallback, ranked=None, decided=False):
     votes = []
     for v in range(s["votes"]):
         temperature = s["temperature"] if v == 0 else max(s["temperature"], 0.7)
-        for _ in range(s["retries"] + 1):
-            try:
-                raw = ask(messages, classes, row["id"], temperature)
-            except Exception as exc:  # network or server error: retry, then give up on this vote
-                trace["errors"].append(f"{type(exc).__name__}: {exc}")
-                continue
-            trace["completions"].append(raw)
-            label = extract(raw, classes)
-            if label is not None:
-                votes.append(label)
-                break
+        if (label := answer(messages, classes, row["id"], temperature, trace)) is not None:
+            votes.append(label)
     label = collections.Counter(votes).most_common(1)[0][0] if votes else fallback
+    best_first = bool(s["classifier_labels"] > 0 and ranked) or s["centroid_labels"] > 0
+    if s["order_check"] and best_first and votes and len(classes) > 1:
+        reverse = classes[::-1]
+        again = answer(build_messages(row["text"], train, reverse), reverse, row["id"], s["temperature"], trace)
+        trace["order_check"] = {"reversed_answer": again, "agreed": again == label}
+        if again != label:
+            label = classes[0]
     trace["label"], trace["fallback"] = label, not votes
     return label, trace
 

@@ -63,6 +63,40 @@ def test_classifier_edits_are_offered_and_listing_191_labels_is_not(agent):
     assert "centroid-labels-2" not in after and "neighbour-labels-2" not in after  # the classifier overrides them
 
 
+def test_order_check_keeps_an_answer_only_when_both_orders_agree(agent, monkeypatch):
+    """A model that copies the first listed label is overruled by the shortlist's best; one that
+    names the same label in both orders is kept; the second ask lists the labels reversed."""
+    asked = []
+
+    def scripted(picks_position):
+        def ask(messages, classes, item, temperature):
+            asked.append(list(classes))
+            return agent.answer_json(classes[0] if picks_position else "诈骗")
+        return ask
+
+    ranked = ["盗窃", "诈骗", "抢劫"]
+    monkeypatch.setitem(agent.SCAFFOLD, "classifier_labels", 3)
+    monkeypatch.setitem(agent.SCAFFOLD, "order_check", True)
+    row = case("a", "他骗了一个老人", None)
+    monkeypatch.setattr(agent, "ask", scripted(picks_position=True))
+    label, trace = agent.solve(row, [], ranked, "x", ranked=ranked)
+    assert asked == [ranked, ranked[::-1]] and trace["order_check"] == {"reversed_answer": "抢劫", "agreed": False}
+    assert label == "盗窃"  # the model's answer flipped with the order: the classifier's best stands
+    monkeypatch.setattr(agent, "ask", scripted(picks_position=False))
+    assert agent.solve(row, [], ranked, "x", ranked=ranked)[0] == "诈骗"
+    monkeypatch.setitem(agent.SCAFFOLD, "order_check", False)
+    asked.clear()
+    assert agent.solve(row, [], ranked, "x", ranked=ranked)[0] == "诈骗" and len(asked) == 1
+
+
+def test_order_check_is_offered_only_with_a_ranked_shortlist():
+    code = REFERENCE_AGENT.read_text()
+    assert "order-check" not in [e.id for e in available_edits(code, [])]
+    for shortlist in ("classifier-labels-3", "centroid-labels-2"):
+        edited = apply_edit(code, next(e for e in LIBRARY if e.id == shortlist))
+        assert "order-check" in [e.id for e in available_edits(edited, [])]
+
+
 def test_sandbox_time_limits_grow_with_the_items_an_agent_predicts():
     limits = SandboxLimits(wall_timeout_s=600, cpu_time_s=1200, item_wall_s=3.0, item_cpu_s=0.5)
     scaled = limits.for_items(1868)
