@@ -141,12 +141,11 @@ def test_the_timeout_is_honoured_and_a_timeout_retried(standin, backends):
 # --- concurrency ------------------------------------------------------------------------------
 
 def test_a_batch_is_in_flight_at_once_up_to_max_concurrency(standin, backends):
-    standin.latency_s = 0.3
-    started = time.monotonic()
+    standin.latency_s = 0.3  # long enough for all eight to be in flight at once if they are sent together
     outs = backends(standin.base_url, max_concurrency=8).generate([chat(f"case {i}") for i in range(8)])
-    took = time.monotonic() - started
     assert [out.text for out in outs] == [f"echo: case {i}" for i in range(8)]  # in order
-    assert took < 3 * 0.3 and standin.max_in_flight == 8  # about one latency, not eight
+    # counted by the server, not timed here: a loaded machine stretches wall time, never this count
+    assert standin.max_in_flight == 8
 
 
 def test_max_concurrency_bounds_the_requests_in_flight(standin, backends):
