@@ -45,7 +45,7 @@ def demo_requests(n_items: int) -> list:
     out = []
     for case in cases:
         view = [r for r in train if r["id"] != case["id"]]
-        labels = agent.allowed_labels(case["text"], view, classes)
+        labels, _ = agent.allowed_labels(case["text"], view, classes)
         schema = {"type": "object", "properties": {"label": {"type": "string", "enum": labels}},
                   "required": ["label"], "additionalProperties": False}
         out.append(ChatRequest(messages=agent.build_messages(case["text"], view, labels), max_tokens=48, json_schema=schema))

@@ -179,22 +179,22 @@ def classifier_ranking(test, train, classes, table):
 
 
 def allowed_labels(text, train, classes, ranked=None):
-    """All labels; or the `classifier_labels` best labels of the classifier (`ranked`), or the
-    `centroid_labels` best of the nearest-centroid classifier, best first; or the labels of the
-    `neighbour_labels` most similar training cases."""
+    """(labels, best_first): all labels; or the `classifier_labels` best labels of the classifier
+    (`ranked`), or the `centroid_labels` best of the nearest-centroid classifier, then best_first
+    is True; or the labels of the `neighbour_labels` most similar training cases."""
     if SCAFFOLD["classifier_labels"] > 0 and ranked:
-        return ranked[: SCAFFOLD["classifier_labels"]]
+        return ranked[: SCAFFOLD["classifier_labels"]], True
     if SCAFFOLD["centroid_labels"] > 0 and CENTROIDS is not None:
         idf, unseen, centroids = CENTROIDS
         q = tfidf(text, idf, unseen)
         ranked = sorted((c for c in classes if c in centroids),
                         key=lambda c: -sum(w * centroids[c].get(g, 0.0) for g, w in q.items()))
-        return ranked[: SCAFFOLD["centroid_labels"]] or classes
+        return (ranked[: SCAFFOLD["centroid_labels"]], True) if ranked else (classes, False)
     k = SCAFFOLD["neighbour_labels"]
     if k <= 0:
-        return classes
+        return classes, False
     near = {r["label"] for r in nearest(text, train, k)}
-    return [c for c in classes if c in near] or classes
+    return [c for c in classes if c in near] or classes, False
 
 
 def build_messages(text, train, classes):
@@ -287,7 +287,7 @@ def solve(row, train, classes, fallback, ranked=None, decided=False):
     if decided:
         return ranked[0], {"id": row["id"], "decided_by": "classifier", "label": ranked[0], "fallback": False,
                            "completions": [], "errors": []}
-    classes = allowed_labels(row["text"], train, classes, ranked)
+    classes, best_first = allowed_labels(row["text"], train, classes, ranked)
     messages = build_messages(row["text"], train, classes)
     trace = {"id": row["id"], "prompt_messages": len(messages), "allowed": len(classes), "completions": [],
              "errors": []}
@@ -297,7 +297,6 @@ def solve(row, train, classes, fallback, ranked=None, decided=False):
         if (label := answer(messages, classes, row["id"], temperature, trace)) is not None:
             votes.append(label)
     label = collections.Counter(votes).most_common(1)[0][0] if votes else fallback
-    best_first = bool(s["classifier_labels"] > 0 and ranked) or s["centroid_labels"] > 0
     if s["order_check"] and best_first and votes and len(classes) > 1:
         reverse = classes[::-1]
         again = answer(build_messages(row["text"], train, reverse), reverse, row["id"], s["temperature"], trace)

@@ -80,7 +80,8 @@ def test_centroid_shortlist_is_listed_best_first_in_the_prompt():
     classes = ["诈骗", "故意伤害", "盗窃"]
     agent.SCAFFOLD["centroid_labels"] = 2
     agent.CENTROIDS = agent.fit_centroids(train)
-    shortlist = agent.allowed_labels("窃取他人手机", train, classes)
+    shortlist, best_first = agent.allowed_labels("窃取他人手机", train, classes)
+    assert best_first
     assert len(shortlist) == 2 and shortlist[0] == "盗窃"
     system = agent.build_messages("窃取他人手机", train, shortlist)[0]["content"]
     assert "Allowed charges: " + "; ".join(shortlist) + "\n" in system
