@@ -117,13 +117,30 @@ def start_driver(tmp_path: Path, name: str, agent: str, uid: int | None = None) 
     return proc
 
 
+def box_groups(pids: set[int]) -> set[Path]:
+    """The sandbox cgroups holding `pids`: v1's pids groups (`/sys/fs/cgroup/pids/.../sia-box-*`),
+    or v2's unified ones."""
+    groups = set()
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:  # exited meanwhile
+            continue
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if "sia-box-" in path and ("pids" in controllers.split(",") or line.startswith("0::")):
+                groups.add(Path("/sys/fs/cgroup/pids" if controllers else "/sys/fs/cgroup") / path.lstrip("/"))
+    return groups
+
+
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
 def test_no_sandbox_outlives_a_killed_loop(tmp_path: Path, how: signal.Signals) -> None:
-    others = set(Path("/sys/fs/cgroup/pids/sia").glob("sia-box-*"))  # another loop's live boxes on this machine
     driver = start_driver(tmp_path, "work", DAEMON_AGENT)
     assert wait_for(lambda: descendants(driver.pid)), "the agent never started"
     time.sleep(0.5)  # the daemon's double fork
     sandboxed = descendants(driver.pid)
+    ours = box_groups(sandboxed)  # only this loop's groups: another loop may run boxes meanwhile
+    assert ours, "the agent ran outside any sandbox cgroup"
     driver.send_signal(how)
     driver.wait(timeout=20)
     assert wait_for(lambda: not (sandboxed & pool_processes()), timeout=5), \
@@ -139,8 +156,7 @@ def test_no_sandbox_outlives_a_killed_loop(tmp_path: Path, how: signal.Signals) 
         assert not box.exists() and not list((tmp_path / "records").glob("*.json"))
     else:  # the handler turned the signal into an exit that cleaned up
         assert records == [] and sweep(tmp_path / "records") == 0
-    assert not [p for p in Path("/sys/fs/cgroup/pids/sia").glob("sia-box-*") if p.is_dir() and p not in others
-                and (p / "cgroup.procs").read_text().strip()]
+    assert not [p for p in ours if p.is_dir() and (p / "cgroup.procs").read_text().strip()]
 
 
 def test_concurrent_sandboxes_never_share_a_uid(tmp_path: Path) -> None:
