@@ -47,6 +47,8 @@ def bigrams(text):
 
 def nearest(text, train, k):
     """The k training cases sharing the most character bigrams with `text` (Jaccard)."""
+    if k <= 0:
+        return []
     grams = bigrams(text)
     scored = sorted(train, key=lambda r: -len(grams & r["grams"]) / (len(grams | r["grams"]) or 1))
     return scored[:k]
