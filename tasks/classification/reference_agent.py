@@ -199,13 +199,17 @@ def allowed_labels(text, train, classes, ranked=None):
     return [c for c in classes if c in near] or classes, False
 
 
-def build_messages(text, train, classes):
+def system_prompt(classes):
     s = SCAFFOLD
     system = s["instruction"]
     if s["list_labels"] or s["centroid_labels"] > 0 or s["classifier_labels"] > 0:  # a shortlist, best first
         system += "\nAllowed charges: " + "; ".join(classes)
-    system += '\nReply with JSON: {"label": "<charge>"}'
-    messages = [{"role": "system", "content": system}]
+    return system + '\nReply with JSON: {"label": "<charge>"}'
+
+
+def build_messages(text, train, classes):
+    s = SCAFFOLD
+    messages = [{"role": "system", "content": system_prompt(classes)}]
     shots = fixed_examples(train, s["fixed_shots"]) + nearest(text, train, s["retrieved_shots"])
     for shot in shots:
         messages.append({"role": "user", "content": "案情：" + shot["text"][: s["shot_chars"]]})
@@ -301,7 +305,8 @@ def solve(row, train, classes, fallback, ranked=None, decided=False):
     label = collections.Counter(votes).most_common(1)[0][0] if votes else fallback
     if s["order_check"] and best_first and votes and len(classes) > 1:
         reverse = classes[::-1]
-        again = answer(build_messages(row["text"], train, reverse), reverse, row["id"], s["temperature"], trace)
+        reversed_messages = [{"role": "system", "content": system_prompt(reverse)}] + messages[1:]  # same shots
+        again = answer(reversed_messages, reverse, row["id"], s["temperature"], trace)
         trace["order_check"] = {"reversed_answer": again, "agreed": again == label}
         if again != label:
             label = classes[0]

@@ -89,6 +89,24 @@ def test_order_check_keeps_an_answer_only_when_both_orders_agree(agent, monkeypa
     assert agent.solve(row, [], ranked, "x", ranked=ranked)[0] == "诈骗" and len(asked) == 1
 
 
+def test_the_reversed_ask_changes_only_the_listed_order(agent, monkeypatch):
+    sent = []
+    monkeypatch.setattr(agent, "ask", lambda messages, classes, item, t: sent.append(messages)
+                        or agent.answer_json(classes[0]))
+    for key, value in (("classifier_labels", 2), ("order_check", True), ("retrieved_shots", 1)):
+        monkeypatch.setitem(agent.SCAFFOLD, key, value)
+    train = [case("t", "他偷了一辆车", "盗窃")]
+    train[0]["grams"] = agent.bigrams(train[0]["text"])
+    retrievals, nearest = [], agent.nearest
+    monkeypatch.setattr(agent, "nearest", lambda *a: retrievals.append(a) or nearest(*a))
+    agent.solve(case("a", "他骗了一个老人", None), train, ["盗窃", "诈骗"], "x", ranked=["盗窃", "诈骗"])
+    first, second = sent
+    assert "Allowed charges: 盗窃; 诈骗\n" in first[0]["content"]
+    assert "Allowed charges: 诈骗; 盗窃\n" in second[0]["content"]
+    assert second[1:] == first[1:] and len(first) == 4  # the same retrieved example and case text
+    assert len(retrievals) == 1  # retrieved once: the second ask reuses the first's examples
+
+
 def test_order_check_is_offered_only_with_a_ranked_shortlist():
     code = REFERENCE_AGENT.read_text()
     assert "order-check" not in [e.id for e in available_edits(code, [])]
