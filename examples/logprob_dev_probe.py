@@ -4,12 +4,14 @@ the classifier's scores? Measured on held-out data before building it into the g
     python examples/logprob_dev_probe.py --task lawbench [--adapter runs/R/adapters/A/adapter] \
         [--dev 400] [--unsure 120] [--shortlist 2] [--text-chars 150]
 
-Dev is the last `--dev` items of the task's training pool (never feedback, selection, test or
-rollout items, as in `examples/lora_dev_probe.py`); the classifier is the reference agent's own
+Dev is the last `--dev` items of the task's training pool (never feedback, selection or test
+items; nor rollout items, as in `examples/lora_dev_probe.py`, as long as the adapter's run had
+rollout + dev items within the pool); the classifier is the reference agent's own
 (`fit_classifier`: character TF-IDF + LinearSVC), fitted on the rest of the pool. On the
 `--unsure` dev items with the smallest margin between the classifier's two best labels, the model
 (base, or with a LoRA adapter merged in) sees the prompt the `classifier-labels-N` scaffold would send and
-scores each shortlisted label as the JSON answer the scaffold asks for. A label's combined score
+scores each shortlisted label as the JSON answer the scaffold asks for (the summed log-probability
+of its tokens, not normalised by length, as a sequence's probability is). A label's combined score
 is the classifier's score plus lambda times the model's log-probability; lambda is chosen by
 two-fold cross-validation on those items. The model runs in this process on the CPU (float32):
 this is a measurement outside any run, and the gateway serves no log-probabilities today.
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--text-chars", type=int, default=150)
     args = parser.parse_args()
     pool = resolve_task(args.task).splits()["pool"]
+    if not 0 < args.dev < len(pool) or not 0 < args.unsure <= args.dev:
+        parser.error(f"need 0 < --unsure <= --dev < {len(pool)} (the training pool's size)")
     train, dev = pool[:-args.dev], pool[-args.dev:]
     agent = load_reference_agent(args.shortlist, args.text_chars)
     scores, known = agent.fit_classifier(train, table=False)

@@ -202,7 +202,7 @@ def allowed_labels(text, train, classes, ranked=None):
 def system_prompt(classes):
     s = SCAFFOLD
     system = s["instruction"]
-    if s["list_labels"] or s["centroid_labels"] > 0 or s["classifier_labels"] > 0:  # a shortlist, best first
+    if s["list_labels"] or s["centroid_labels"] > 0 or s["classifier_labels"] > 0:  # best first when ranked
         system += "\nAllowed charges: " + "; ".join(classes)
     return system + '\nReply with JSON: {"label": "<charge>"}'
 

@@ -89,6 +89,17 @@ def test_centroid_shortlist_is_listed_best_first_in_the_prompt():
     assert "Allowed charges" not in agent.build_messages("窃取他人手机", train, classes)[0]["content"]
 
 
+def test_a_centroid_shortlist_without_centroids_is_every_label_unranked():
+    spec = importlib.util.spec_from_file_location("reference_agent_under_test", REFERENCE_AGENT)
+    agent = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agent)
+    agent.SCAFFOLD["centroid_labels"] = 2
+    agent.CENTROIDS = agent.fit_centroids([{"text": "盗窃他人手机", "label": "盗窃"}])
+    # no class of this task has a centroid: the order check must not treat the fallback as ranked
+    assert agent.allowed_labels("窃取他人手机", [], ["诈骗", "抢劫"]) == (["诈骗", "抢劫"], False)
+    assert agent.allowed_labels("窃取他人手机", [], ["盗窃", "诈骗"]) == (["盗窃"], True)  # the one with a centroid
+
+
 def test_edits_keep_value_types():
     assert available_edits("SCAFFOLD = {'retrieved_shots': '0', 'votes': 1}\n", []) == [
         e for e in LIBRARY if e.id == "votes-3"]
