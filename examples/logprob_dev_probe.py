@@ -9,8 +9,8 @@ items; nor rollout items, as in `examples/lora_dev_probe.py`, as long as the ada
 rollout + dev items within the pool); the classifier is the reference agent's own
 (`fit_classifier`: character TF-IDF + LinearSVC), fitted on the rest of the pool. On the
 `--unsure` dev items with the smallest margin between the classifier's two best labels, the model
-(base, or with a LoRA adapter merged in) sees the prompt the `classifier-labels-N` scaffold would send and
-scores each shortlisted label as the JSON answer the scaffold asks for (the summed log-probability
+(base, or with a LoRA adapter merged in) sees the prompt the `classifier-labels-N` scaffold would
+send and scores each shortlisted label as the JSON answer the scaffold asks for (the summed log-probability
 of its tokens, not normalised by length, as a sequence's probability is). A label's combined score
 is the classifier's score plus lambda times the model's log-probability; lambda is chosen by
 two-fold cross-validation on those items. The model runs in this process on the CPU (float32):
