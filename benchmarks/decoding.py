@@ -18,24 +18,20 @@ the same texts; the figures are time ratios against decoding every token.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def demo_requests(n_items: int) -> list:
     from sia.gateway.protocol import ChatRequest
     from sia.tasks.registry import resolve_task
 
-    spec = importlib.util.spec_from_file_location("reference_agent", ROOT / "tasks/classification/reference_agent.py")
-    agent = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(agent)
+    from sia.tasks.classification import load_reference_agent
+
+    agent = load_reference_agent()
     agent.SCAFFOLD.update(retrieved_shots=2, centroid_labels=2)
     splits = resolve_task("lawbench-mini").splits()
     pool, cases = splits["pool"], (splits["feedback"] + splits["selection"] + splits["pool"])[:n_items]

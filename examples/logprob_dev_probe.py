@@ -18,7 +18,6 @@ this is a measurement outside any run, and the gateway serves no log-probabiliti
 """
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -26,18 +25,10 @@ import numpy as np
 import torch
 
 from sia.gateway.model_store import load_model
+from sia.tasks.classification import load_reference_agent
 from sia.tasks.registry import resolve_task
 
-REFERENCE = Path(__file__).resolve().parents[1] / "tasks/classification/reference_agent.py"
 LAMBDAS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-def load_reference_agent(shortlist: int, text_chars: int):
-    spec = importlib.util.spec_from_file_location("reference_agent", REFERENCE)
-    agent = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(agent)
-    agent.SCAFFOLD.update(classifier_labels=shortlist, text_chars=text_chars)
-    return agent
 
 
 def label_logprobs(model, tokenizer, messages: list[dict], labels: list[str]) -> list[float]:
@@ -73,7 +64,8 @@ def main() -> None:
     if not 0 < args.dev < len(pool) or not 0 < args.unsure <= args.dev:
         parser.error(f"need 0 < --unsure <= --dev < {len(pool)} (the training pool's size)")
     train, dev = pool[:-args.dev], pool[-args.dev:]
-    agent = load_reference_agent(args.shortlist, args.text_chars)
+    agent = load_reference_agent()
+    agent.SCAFFOLD.update(classifier_labels=args.shortlist, text_chars=args.text_chars)
     scores, known = agent.fit_classifier(train, table=False)
     dev_scores = scores(dev)
     top2 = np.sort(dev_scores, axis=1)[:, -2:]

@@ -15,21 +15,12 @@ scaffold's own classifier alone. Deterministic; a few minutes on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
 
 import numpy as np
 
-from sia.tasks.classification import REFERENCE_AGENT
-
-
-def reference_agent():
-    """The reference agent's module (its classifier tool), loaded from its file."""
-    spec = importlib.util.spec_from_file_location("reference_agent", REFERENCE_AGENT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from sia.tasks.classification import load_reference_agent
 
 
 def as_case(row: dict) -> dict:
@@ -101,7 +92,7 @@ def main() -> None:
     results = {}
     started = time.perf_counter()
     predictions = table_baselines(train, test) if table else text_baselines(train, test)
-    ranking = reference_agent().classifier_ranking(test, [as_case(r) for r in splits["pool"]], task.classes, table)
+    ranking = load_reference_agent().classifier_ranking(test, [as_case(r) for r in splits["pool"]], task.classes, table)
     predictions["the scaffold's classifier alone (its top-1; trained on the pool an agent sees)"] = [r[0][0] for r in ranking]
     for name, labels in predictions.items():
         correct = int(sum(task.score_item(p, r["label"]) for p, r in zip(labels, splits["test"])))

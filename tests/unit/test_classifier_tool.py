@@ -3,22 +3,19 @@ train.csv) and the edits that use it, checked on small hand-made texts and table
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
 
 from sia.config import SandboxLimits
+from sia.tasks.classification import load_reference_agent
 from sia.tasks.classification.edits import LIBRARY, apply_edit, available_edits
 from tests.fakes import REFERENCE_AGENT
 
 
 @pytest.fixture(scope="module")
 def agent():
-    spec = importlib.util.spec_from_file_location("reference_agent", REFERENCE_AGENT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_reference_agent()
 
 
 def case(i, text, label, fields=None):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
 import json
 import shutil
 
@@ -21,6 +20,7 @@ from sia.nodes.edits import choose_edit
 from sia.nodes.policies import POLICIES, choose_lever
 from sia.records import ItemResult, ModelCall
 from sia.tasks.base import TaskError
+from sia.tasks.classification import load_reference_agent
 from sia.tasks.classification.edits import LIBRARY, apply_edit, available_edits, scaffold_settings
 from sia.tasks.csv_task import CsvTask
 from tests.fakes import REFERENCE_AGENT, fake_backends, http, make_tiny_task, scripted_llm
@@ -70,9 +70,7 @@ def test_scaffold_without_a_literal_gives_no_edits(code):
 
 
 def test_centroid_shortlist_is_listed_best_first_in_the_prompt():
-    spec = importlib.util.spec_from_file_location("reference_agent_under_test", REFERENCE_AGENT)
-    agent = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(agent)
+    agent = load_reference_agent()
     train = [{"text": t, "label": c} for t, c in [("盗窃他人手机一部", "盗窃"), ("盗窃电动车", "盗窃"),
                                                   ("故意伤害他人致轻伤", "故意伤害"), ("虚构事实诈骗钱财", "诈骗")]]
     for row in train:
@@ -90,9 +88,7 @@ def test_centroid_shortlist_is_listed_best_first_in_the_prompt():
 
 
 def test_a_centroid_shortlist_without_centroids_is_every_label_unranked():
-    spec = importlib.util.spec_from_file_location("reference_agent_under_test", REFERENCE_AGENT)
-    agent = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(agent)
+    agent = load_reference_agent()
     agent.SCAFFOLD["centroid_labels"] = 2
     agent.CENTROIDS = agent.fit_centroids([{"text": "盗窃他人手机", "label": "盗窃"}])
     # no class of this task has a centroid: the order check must not treat the fallback as ranked

@@ -118,29 +118,14 @@ def start_driver(tmp_path: Path, name: str, agent: str, uid: int | None = None) 
     return proc
 
 
-def box_groups(pids: set[int]) -> set[Path]:
-    """The sandbox cgroups holding `pids`: v1's pids groups (`/sys/fs/cgroup/pids/.../sia-box-*`),
-    or v2's unified ones."""
-    groups = set()
-    for pid in pids:
-        try:
-            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-        except OSError:  # exited meanwhile
-            continue
-        for line in lines:
-            _, controllers, path = line.split(":", 2)
-            if "sia-box-" in path and ("pids" in controllers.split(",") or line.startswith("0::")):
-                groups.add(Path("/sys/fs/cgroup/pids" if controllers else "/sys/fs/cgroup") / path.lstrip("/"))
-    return groups
-
-
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
 def test_no_sandbox_outlives_a_killed_loop(tmp_path: Path, how: signal.Signals) -> None:
     driver = start_driver(tmp_path, "work", DAEMON_AGENT)
     assert wait_for(lambda: descendants(driver.pid)), "the agent never started"
     time.sleep(0.5)  # the daemon's double fork
     sandboxed = descendants(driver.pid)
-    ours = box_groups(sandboxed)  # only this loop's groups: another loop may run boxes meanwhile
+    # only this loop's cgroups, as its box record names them: another loop may run boxes meanwhile
+    ours = {Path(d) for r in (tmp_path / "records").glob("*.json") for d in json.loads(r.read_text())["cgroup_dirs"]}
     assert ours or not CgroupBox.available(), "the agent ran outside any sandbox cgroup"
     driver.send_signal(how)
     driver.wait(timeout=20)
