@@ -2,7 +2,7 @@
 the classifier's scores? Measured on held-out data before building it into the gateway.
 
     python examples/logprob_dev_probe.py --task lawbench [--adapter runs/R/adapters/A/adapter] \
-        [--dev 400] [--unsure 120] [--shortlist 2] [--text-chars 150]
+        [--dev 400] [--unsure 120] [--shortlist 2] [--text-chars 150] [--calibrate]
 
 Dev is the last `--dev` items of the task's training pool (never feedback, selection or test
 items; nor rollout items, as in `examples/lora_dev_probe.py`, as long as the adapter's run had
@@ -13,7 +13,9 @@ rollout + dev items within the pool); the classifier is the reference agent's ow
 send and scores each shortlisted label as the JSON answer the scaffold asks for (the summed log-probability
 of its tokens, not normalised by length, as a sequence's probability is). A label's combined score
 is the classifier's score plus lambda times the model's log-probability; lambda is chosen by
-two-fold cross-validation on those items. The model runs in this process on the CPU (float32):
+two-fold cross-validation on those items. With `--calibrate` the model's score is
+log p(label | case) - log p(label | the prompt without the case), which removes how likely the
+model finds a label on its own. The model runs in this process on the CPU (float32):
 this is a measurement outside any run, and the gateway serves no log-probabilities today.
 """
 
@@ -59,6 +61,9 @@ def main() -> None:
     parser.add_argument("--unsure", type=int, default=120, help="dev items with the smallest classifier margin")
     parser.add_argument("--shortlist", type=int, default=2)
     parser.add_argument("--text-chars", type=int, default=150)
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also score each label with the case text removed and use the difference "
+                             "(pointwise mutual information between case and label)")
     args = parser.parse_args()
     pool = resolve_task(args.task).splits()["pool"]
     if not 0 < args.dev < len(pool) or not 0 < args.unsure <= args.dev:
@@ -77,10 +82,15 @@ def main() -> None:
         order = np.argsort(-dev_scores[i])[: args.shortlist]
         labels = [known[j] for j in order]
         messages = agent.build_messages(dev[i]["text"], [], labels)  # no shots in this scaffold
+        logprobs = label_logprobs(model, tokenizer, messages, labels)
+        if args.calibrate:  # subtract log p(label | the same prompt without the case): the label's own prior
+            prior = label_logprobs(model, tokenizer, agent.build_messages("", [], labels), labels)
+            logprobs = [a - b for a, b in zip(logprobs, prior)]
         cases.append({"gold": dev[i]["label"], "labels": labels, "scores": [float(dev_scores[i][j]) for j in order],
-                      "logprobs": label_logprobs(model, tokenizer, messages, labels)})
+                      "logprobs": logprobs})
     n = len(cases)
-    print(f"{args.task}: {n} least sure of {args.dev} dev items; model: {args.adapter or 'base'}")
+    print(f"{args.task}: {n} least sure of {args.dev} dev items; model: {args.adapter or 'base'}"
+          f"{' (calibrated: log p(label | case) - log p(label | no case))' if args.calibrate else ''}")
     print(f"classifier top-1 {combined_right(cases, 0.0) / n:.3f}; gold in its top {args.shortlist} "
           f"{sum(c['gold'] in c['labels'] for c in cases) / n:.3f}; the model's own pick "
           f"{sum(c['labels'][int(np.argmax(c['logprobs']))] == c['gold'] for c in cases) / n:.3f}")
