@@ -1,14 +1,17 @@
 """Seconds per GRPO (and entropic) step against an SFT step on the same prompts, side by side.
 
-    .venv/bin/python benchmarks/grpo_step.py [--steps 4] [--rounds 1] [--max-completion 32]
+    .venv/bin/python benchmarks/grpo_step.py [--steps 4] [--rounds 1] [--max-completion 32] \
+        [--backends trl,unsloth] [--base MODEL_DIR] [--json results.json]
 
 Eight charge-classification prompts (a case and the allowed charges, answered as JSON
 `{"label": ...}`), each with its gold charge. SFT trains on prompt + gold answer, 8 rows per step.
 GRPO and entropic sample `--generations` completions per prompt (8 completions per step, so
 8 / generations prompts), score each with the label reward (`finetune.rewards`), and train on the
 group advantages; their step includes the sampling, which SFT does not need. Each method runs in
-its own `finetune.train_lora` process (TRL + PEFT, fp32, LoRA r=16 on every linear layer); the
-first step is a warm-up and is not counted. With --rounds > 1 the methods alternate.
+its own `finetune.train_lora` process (fp32, LoRA r=16 on every linear layer; `--backends` TRL +
+PEFT by default, `unsloth` too on a GPU, where Unsloth's GRPO path runs; a backend that falls back
+fails the run instead of being timed as the other); the first step is a warm-up and is not counted.
+With --rounds > 1 the runs alternate.
 """
 
 from __future__ import annotations
@@ -58,40 +61,50 @@ def main() -> int:
     parser.add_argument("--max-completion", type=int, default=32, help="GRPO token limit per completion")
     parser.add_argument("--methods", default="sft,grpo,entropic")
     parser.add_argument("--base", type=Path, help="model directory (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--backends", default="trl", help="comma-separated: trl, unsloth (GRPO on a GPU only)")
     parser.add_argument("--timeout", type=float, default=1200)
+    parser.add_argument("--json", type=Path, help="also write every step time and reward to this file")
     args = parser.parse_args()
     if args.base is None:
         from sia.gateway.model_store import safetensors_dir
 
         args.base = safetensors_dir()
-    methods = args.methods.split(",")
-    steps: dict[str, list[float]] = {m: [] for m in methods}
-    rewards: dict[str, list[float]] = {m: [] for m in methods}
+    runs = [(m, b) for b in args.backends.split(",") for m in args.methods.split(",")]
+    steps: dict[tuple, list[float]] = {r: [] for r in runs}
+    rewards: dict[tuple, list[float]] = {r: [] for r in runs}
     with tempfile.TemporaryDirectory(prefix="grpo_step_") as tmp:
         work = Path(tmp)
         sft, reward_rows = write_rows(work)
         for round_ in range(args.rounds):
-            for method in methods if round_ % 2 == 0 else methods[::-1]:
-                config = FinetuneConfig(method=method, backend="trl", precision="fp32", max_steps=1 + args.steps,
-                                        batch_size=8, save_steps=10_000, min_examples=8, learning_rate=2e-4,
-                                        num_generations=args.generations, max_completion_length=args.max_completion)
-                out = work / f"{method}-{round_}"
+            for method, backend in runs if round_ % 2 == 0 else runs[::-1]:
+                config = FinetuneConfig(method=method, backend=backend, allow_fallback=False, precision="fp32",
+                                        max_steps=1 + args.steps, batch_size=8, save_steps=10_000, min_examples=8,
+                                        learning_rate=2e-4, num_generations=args.generations,
+                                        max_completion_length=args.max_completion)
+                out = work / f"{method}-{backend}-{round_}"
                 summary = SubprocessTrainer(timeout_s=args.timeout).train(
                     sft if method == "sft" else reward_rows, args.base, out, config)
-                steps[method] += summary["step_times_s"][1:]
-                rewards[method] += summary.get("reward_history") or []
-                print(f"{method} round {round_ + 1}: {summary['step_times_s']}", file=sys.stderr)
+                if summary["backend"] != backend:  # e.g. Unsloth's GRPO path on a CPU
+                    raise SystemExit(f"{method}: asked for {backend}, trained with {summary['backend']} "
+                                     f"({summary.get('fallback_reason')})")
+                steps[method, backend] += summary["step_times_s"][1:]
+                rewards[method, backend] += summary.get("reward_history") or []
+                print(f"{method} {backend} round {round_ + 1}: {summary['step_times_s']}", file=sys.stderr)
     table = Table(title=f"Seconds per step, 8 sequences per step, {args.steps} timed steps x {args.rounds} round(s)")
-    for column in ("method", "prompts / step", "median s / step", "s / prompt", "vs SFT step", "mean sampled reward"):
+    for column in ("method", "backend", "prompts / step", "median s / step", "s / prompt", "vs SFT step",
+                   "mean sampled reward"):
         table.add_column(column)
-    sft_median = statistics.median(steps["sft"]) if steps.get("sft") else None
-    for method in methods:
-        median = statistics.median(steps[method])
+    for method, backend in runs:
+        median = statistics.median(steps[method, backend])
+        sft_steps = steps.get(("sft", backend))
         prompts = 8 if method == "sft" else 8 // args.generations
-        table.add_row(method, str(prompts), f"{median:.2f}", f"{median / prompts:.2f}",
-                      f"{median / sft_median:.1f}x" if sft_median else "",
-                      f"{statistics.mean(rewards[method]):.3f}" if rewards[method] else "")
+        table.add_row(method, backend, str(prompts), f"{median:.2f}", f"{median / prompts:.2f}",
+                      f"{median / statistics.median(sft_steps):.1f}x" if sft_steps else "",
+                      f"{statistics.mean(rewards[method, backend]):.3f}" if rewards[method, backend] else "")
     Console().print(table)
+    if args.json:
+        args.json.write_text(json.dumps([{"method": m, "backend": b, "step_s": steps[m, b], "rewards": rewards[m, b]}
+                                         for m, b in runs], indent=1))
     return 0
 
 

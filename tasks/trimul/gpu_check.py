@@ -1,12 +1,15 @@
 """GPU check: the harness's timings against a direct CUDA-event timing of the same calls.
 
-    python -m sia.tasks.trimul.gpu_check [--repeats 10] [--warmup 3] [--json results.json]
+    python -m sia.tasks.trimul.gpu_check [--repeats 10] [--warmup 3] [--json results.json] [--unsafe-sandbox]
 
 For the PyTorch reference and the Triton solution it (1) runs harness.benchmark (correctness on the
 test shapes, then per-shape CUDA-event means in a child process) and (2) imports the same solution
 here and times the same custom_kernel calls (same seeds, warm-up and repeat counts) directly with CUDA
-events, printing both per shape and their ratio. Exit 0 when everything was correct and timed, 1 when
-something failed, 2 when there is no CUDA device (nothing is timed then).
+events, printing both per shape and their ratio. The harness runs each solution in SIA's sandbox, and
+the check prints which isolation level that was (`sandbox.runner.isolation_level`); `--unsafe-sandbox`
+allows rlimits only where bubblewrap cannot run. Exit 0 when everything was correct and timed, 1 when
+something failed, 2 when there is no CUDA device (nothing is timed then), 3 when the sandbox is
+unavailable and `--unsafe-sandbox` was not given.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--json", help="also write every result to this file")
+    p.add_argument("--unsafe-sandbox", action="store_true",
+                   help="where bubblewrap cannot isolate the solutions, run them with rlimits only")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device on this machine, so nothing was timed and no number is reported.\n"
@@ -68,15 +73,23 @@ def main(argv=None) -> int:
               "`python -m sia.tasks.trimul.harness SOLUTION.py` for correctness (Triton in its interpreter).")
         return 2
     os.environ.pop("TRITON_INTERPRET", None)  # compiled Triton for the solutions imported here
+    from sia.config import SandboxLimits
+    from sia.sandbox.runner import SandboxUnavailable, isolation_level
     from sia.tasks.trimul import harness
     from sia.tasks.trimul.run_solution import load_solution
 
+    try:
+        isolation = isolation_level(SandboxLimits(gpu=True, allow_unsafe=args.unsafe_sandbox))
+    except SandboxUnavailable as error:
+        print(f"gpu_check: {error}")
+        return 3
     print(f"gpu_check on {torch.cuda.get_device_name()} (torch {torch.__version__}), "
-          f"warm-up {args.warmup}, repeats {args.repeats}")
-    report, all_ok = {"device": torch.cuda.get_device_name(), "solutions": {}}, True
+          f"warm-up {args.warmup}, repeats {args.repeats}, sandbox isolation: {isolation}")
+    report, all_ok = {"device": torch.cuda.get_device_name(), "isolation": isolation, "solutions": {}}, True
     for name in SOLUTION_NAMES:
         path = harness.SOLUTIONS / f"{name}.py"
-        res = harness.benchmark(path, warmup=args.warmup, repeats=args.repeats, seed=args.seed)
+        res = harness.benchmark(path, warmup=args.warmup, repeats=args.repeats, seed=args.seed,
+                                allow_unsafe=args.unsafe_sandbox)
         entry = {"harness": res}
         print(f"\n== {name}: correctness {'ok' if res['correct'] else 'FAILED'}"
               + ("" if res["correct"] else f" ({res['correctness']['reason']})"))

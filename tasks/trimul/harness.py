@@ -198,11 +198,12 @@ def _case_times(entry) -> dict:
 
 def benchmark(solution: str | os.PathLike, shapes=BENCHMARK_SHAPES, check_shapes=TEST_SHAPES,
               check_seeds=(0,), warmup: int = 3, repeats: int = 10, seed: int = 1000,
-              timeout: float = 600.0) -> dict:
+              timeout: float = 600.0, allow_unsafe: bool = False) -> dict:
     """Correctness on `check_shapes`, then (CUDA only) the mean CUDA-event time per shape in µs and
     score_us = their geometric mean. Without CUDA: {"available": False, "reason": "no CUDA device",
-    "score_us": None, ...} with the correctness result, and no time of any kind."""
-    correctness = check(solution, check_shapes, check_seeds, timeout=timeout)
+    "score_us": None, ...} with the correctness result, and no time of any kind. `allow_unsafe`:
+    as in `check`."""
+    correctness = check(solution, check_shapes, check_seeds, timeout=timeout, allow_unsafe=allow_unsafe)
     result = {"available": False, "reason": "", "score_us": None,
               "correct": correctness["ok"], "correctness": correctness}
     if not torch.cuda.is_available():
@@ -218,7 +219,7 @@ def benchmark(solution: str | os.PathLike, shapes=BENCHMARK_SHAPES, check_shapes
         write_private_text(work / "shapes.json", json.dumps(list(shapes)))
         code, output = _run_child(["bench", "--solution", "solution.py", "--shapes", "shapes.json", "--out", "out.json",
                                    "--warmup", str(warmup), "--repeats", str(repeats), "--seed", str(seed)],
-                                  work, "cuda", timeout)
+                                  work, "cuda", timeout, allow_unsafe=allow_unsafe)
         try:
             report = json.loads(read_child_file(work, "out.json", max_bytes=_TEXT_BYTES) or b"")
             report = report if isinstance(report, dict) else {"error": "the benchmark report is not an object"}

@@ -251,3 +251,24 @@ def test_gpu_check_without_cuda_says_so(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_check.main([]) == 2
     assert "no CUDA device" in capsys.readouterr().out
+
+
+def test_gpu_check_stops_where_the_sandbox_is_unavailable_and_the_waiver_reaches_every_child(monkeypatch, capsys):
+    from sia.sandbox import runner
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "stand-in GPU")
+    monkeypatch.setattr(runner, "missing_protections", lambda: ["bubblewrap (apt install bubblewrap)"])
+    assert gpu_check.main([]) == 3  # nothing runs unisolated unless asked
+    assert "cannot be isolated here" in capsys.readouterr().out
+    waivers = []
+
+    def child(args, work, device, timeout, output_bytes=0, *, allow_unsafe=False, **_):
+        waivers.append(allow_unsafe)
+        return 1, "stand-in child: no output"
+
+    monkeypatch.setattr(harness, "_run_child", child)
+    assert gpu_check.main(["--unsafe-sandbox"]) == 1  # every solution fails its correctness check here
+    out = capsys.readouterr().out
+    assert "sandbox isolation: unsafe" in out and "correctness FAILED" in out
+    assert waivers and all(waivers)
