@@ -3,24 +3,14 @@ finetune subgraph would build, and base and adapters are scored on held-out pool
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from sia.nodes.evaluation import evaluate
 from sia.tasks.csv_task import CsvTask
+from tests.examples import load_example
 from tests.fakes import fake_model_cache, fake_services, make_tiny_task, shutdown
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lora_dev_probe.py"
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("lora_dev_probe", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -33,7 +23,7 @@ def svc(tmp_path, monkeypatch):
 
 def test_probe_scores_adapters_on_held_out_pool_items(tmp_path, svc):
     task = CsvTask.load(make_tiny_task(tmp_path / "tiny"))
-    example, reported, dev_runs = load_example(), [], []
+    example, reported, dev_runs = load_example("lora_dev_probe"), [], []
 
     def evaluate_spy(svc, task, candidate, splits, **kwargs):
         if "dev" in splits:
@@ -69,18 +59,18 @@ def test_probe_scores_adapters_on_held_out_pool_items(tmp_path, svc):
 def test_probe_refuses_a_dev_slice_that_overlaps_the_rollouts(tmp_path, svc):
     task = CsvTask.load(make_tiny_task(tmp_path / "tiny"))
     with pytest.raises(ValueError, match="do not fit the training pool"):
-        load_example().probe(svc, task, [], [], dev_items=len(task.splits()["pool"]))
+        load_example("lora_dev_probe").probe(svc, task, [], [], dev_items=len(task.splits()["pool"]))
 
 
 def test_probe_names_an_unknown_edit(tmp_path, svc):
     task = CsvTask.load(make_tiny_task(tmp_path / "tiny"))
     with pytest.raises(ValueError, match="unknown edits \\['retrieved-shots-9'\\]"):
-        load_example().probe(svc, task, ["retrieved-shots-9"], [], dev_items=4)
+        load_example("lora_dev_probe").probe(svc, task, ["retrieved-shots-9"], [], dev_items=4)
 
 
 def test_a_grpo_variant_trains_on_the_recorded_prompts_with_their_reward_specs(tmp_path, svc):
     task = CsvTask.load(make_tiny_task(tmp_path / "tiny"))
-    results, _ = load_example().probe(svc, task, [], [{"method": "grpo"}], dev_items=4)
+    results, _ = load_example("lora_dev_probe").probe(svc, task, [], [{"method": "grpo"}], dev_items=4)
     (call,) = svc.trainer.calls
     assert call["config"].method == "grpo" and results[1]["method"] == "grpo"
     rows = [json.loads(line) for line in call["dataset"].read_text().splitlines()]

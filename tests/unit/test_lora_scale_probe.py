@@ -3,24 +3,19 @@ see the row, and the row is the prompt the `classifier-labels-2` scaffold sends,
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from sia.tasks.classification import load_reference_agent
+from tests.examples import load_example
 
 pytest.importorskip("sklearn")
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lora_scale_probe.py"
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("lora_scale_probe", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("lora_scale_probe")
 
 
 WORDS = {"盗窃": "窃取手机钱包财物", "诈骗": "虚构事实骗取钱款", "抢劫": "持刀威胁劫取现金"}

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from sia.config import KeepBestConfig
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "selection_power.py"
+from tests.examples import load_example
 
 
 @pytest.fixture(scope="module")
 def power():
-    spec = importlib.util.spec_from_file_location("selection_power", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.acceptance_rate
+    return load_example("selection_power").acceptance_rate
 
 
 CFG = KeepBestConfig(resamples=1000)
