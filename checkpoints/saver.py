@@ -135,13 +135,13 @@ def open_checkpointer(paths: RunPaths, url: str | None) -> Iterator:
                                 f"{paths.config}).")
     from langgraph.checkpoint.postgres import PostgresSaver
 
-    conn = _connect(paths, url)
+    pool = _pool(paths, url)
     try:
-        saver = PostgresSaver(conn, serde=_serializer())
+        saver = PostgresSaver(pool, serde=_serializer())
         _setup(saver, paths, url)
         yield saver
     finally:
-        conn.close()
+        pool.close()
 
 
 def _failure(paths: RunPaths, url: str, exc: Exception) -> CheckpointerError:
@@ -153,31 +153,42 @@ def _failure(paths: RunPaths, url: str, exc: Exception) -> CheckpointerError:
         f"~/.pgpass, not in the URL).")
 
 
-def _connect(paths: RunPaths, url: str):
-    """A connection as PostgresSaver requires: autocommit, dict rows (and no server-side prepared
-    statements, as its own from_conn_string, so a pooler such as PgBouncer works)."""
+def _pool(paths: RunPaths, url: str):
+    """psycopg's pool of one connection as PostgresSaver requires (autocommit, dict rows, and no
+    server-side prepared statements, as its own from_conn_string, so a pooler such as PgBouncer
+    works). The pool checks the connection each time it hands it out and replaces a broken one, so
+    a server restart or a dropped connection during a long node costs a reconnect, not the run. One
+    plain connection first: where the server cannot be reached, its own reason is the message."""
     import psycopg
     from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool, PoolTimeout
 
-    timeout = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
+    kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    if "connect_timeout" not in url:
+        kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
     try:
-        return psycopg.Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row, **timeout)
-    except psycopg.Error as exc:
+        psycopg.Connection.connect(url, **kwargs).close()
+        pool = ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=1, open=False,
+                              check=ConnectionPool.check_connection, name=f"sia-{paths.run_id}")
+        pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+    except (psycopg.Error, PoolTimeout) as exc:
         raise _failure(paths, url, exc) from None
+    return pool
 
 
 def _setup(saver, paths: RunPaths, url: str) -> None:
     import psycopg
 
     try:
-        saver.conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
-        try:
-            saver.setup()
-            saver.conn.execute(f"CREATE TABLE IF NOT EXISTS {CLAIMS_TABLE} (thread_id TEXT PRIMARY KEY, "
-                               "token TEXT NOT NULL, run_dir TEXT NOT NULL, claimed_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-        finally:
-            saver.conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
-        _claim_thread(saver.conn, paths)
+        with saver.conn.connection() as conn:  # the advisory lock belongs to this one session
+            conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
+            try:
+                type(saver)(conn, serde=saver.serde).setup()  # on the locked session: the pool has one
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {CLAIMS_TABLE} (thread_id TEXT PRIMARY KEY, token TEXT "
+                             "NOT NULL, run_dir TEXT NOT NULL, claimed_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
+            _claim_thread(conn, paths)
     except psycopg.Error as exc:
         raise _failure(paths, url, exc) from None
 

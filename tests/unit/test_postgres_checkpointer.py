@@ -2,7 +2,8 @@
 (tests/postgres.py): a fake run of the tiny task ends exactly as the same run on SQLite, with the
 state's types restored; `sia run --checkpointer URL` keeps nothing in SQLite and `sia show`,
 `sia runs` and `sia resume` find the run through its config.json; two run folders cannot share a
-thread; a bad or unreachable URL fails with one message that never shows the password."""
+thread; a connection dropped between checkpoints is replaced; a bad or unreachable URL fails with
+one message that never shows the password."""
 
 from __future__ import annotations
 
@@ -118,6 +119,22 @@ def test_two_run_folders_cannot_share_one_thread(tmp_path, postgres):
     assert str(first.root.resolve()) in str(caught.value) and "--run-id" in str(caught.value)
     with open_checkpointer(first, url):  # its owner opens it again (a resume, another worker)
         pass
+
+
+def test_a_connection_dropped_between_checkpoints_costs_a_reconnect_not_the_run(tmp_path, postgres):
+    import psycopg
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    url = postgres.new_database()
+    config = {"configurable": {"thread_id": "r", "checkpoint_ns": ""}}
+    with open_checkpointer(RunPaths(tmp_path, "r"), url) as saver:
+        saver.put(config, empty_checkpoint(), {"step": 1}, {})
+        with psycopg.connect(url, autocommit=True) as admin:  # as a server restart or a proxy's idle cut would
+            dropped = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                    "datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+        assert dropped  # the saver's own session was among them
+        saver.put(config, empty_checkpoint(), {"step": 2}, {})
+        assert sorted(t.metadata["step"] for t in saver.list(config)) == [1, 2]
 
 
 def test_an_unreachable_server_names_the_url_and_the_fix_never_the_password(tmp_path):
