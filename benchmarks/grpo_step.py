@@ -9,8 +9,10 @@ GRPO and entropic sample `--generations` completions per prompt (8 completions p
 8 / generations prompts), score each with the label reward (`finetune.rewards`), and train on the
 group advantages; their step includes the sampling, which SFT does not need. Each method runs in
 its own `finetune.train_lora` process (fp32, LoRA r=16 on every linear layer; `--backends` TRL +
-PEFT by default, `unsloth` too on a GPU, where Unsloth's GRPO path runs; a backend that falls back
-fails the run instead of being timed as the other); the first step is a warm-up and is not counted.
+PEFT by default, `unsloth` too on a GPU, where Unsloth's GRPO path runs; a run that falls back to
+the other backend is reported as failed instead of being timed under the wrong name, a failed run
+does not stop the others, and the table names the trainer class that ran); the first step is a
+warm-up and is not counted.
 With --rounds > 1 the runs alternate.
 """
 
@@ -27,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sia.config import FinetuneConfig
-from sia.finetune.trainer import SubprocessTrainer
+from sia.finetune.trainer import SubprocessTrainer, TrainingFailed
 
 CHARGES = ["盗窃", "诈骗", "故意伤害", "抢劫", "交通肇事", "危险驾驶", "贩卖毒品", "寻衅滋事"]
 FORMAT = {"type": "json_schema", "json_schema": {"name": "charge", "schema": {
@@ -72,6 +74,15 @@ def main() -> int:
     runs = [(m, b) for b in args.backends.split(",") for m in args.methods.split(",")]
     steps: dict[tuple, list[float]] = {r: [] for r in runs}
     rewards: dict[tuple, list[float]] = {r: [] for r in runs}
+    trainers: dict[tuple, list[str]] = {}
+    failed: dict[tuple, str] = {}
+
+    def save() -> None:  # after every run: a later one that hangs or fails loses nothing measured
+        if args.json:
+            args.json.write_text(json.dumps([{"method": m, "backend": b, "step_s": steps[m, b], "rewards": rewards[m, b],
+                                              "trainer_classes": trainers.get((m, b)), "failed": failed.get((m, b))}
+                                             for m, b in runs], indent=1, ensure_ascii=False))
+
     with tempfile.TemporaryDirectory(prefix="grpo_step_") as tmp:
         work = Path(tmp)
         sft, reward_rows = write_rows(work)
@@ -82,30 +93,46 @@ def main() -> int:
                                         learning_rate=2e-4, num_generations=args.generations,
                                         max_completion_length=args.max_completion)
                 out = work / f"{method}-{backend}-{round_}"
-                summary = SubprocessTrainer(timeout_s=args.timeout).train(
-                    sft if method == "sft" else reward_rows, args.base, out, config)
+                try:
+                    summary = SubprocessTrainer(timeout_s=args.timeout).train(
+                        sft if method == "sft" else reward_rows, args.base, out, config)
+                except TrainingFailed as error:
+                    failed[method, backend] = str(error)[-1500:]
+                    print(f"{method} {backend} round {round_ + 1} FAILED: {failed[method, backend]}", file=sys.stderr)
+                    save()
+                    continue
+                trainers[method, backend] = summary.get("trainer_classes")
                 if summary["backend"] != backend:  # e.g. Unsloth's GRPO path on a CPU
-                    raise SystemExit(f"{method}: asked for {backend}, trained with {summary['backend']} "
-                                     f"({summary.get('fallback_reason')})")
+                    failed[method, backend] = (f"asked for {backend}, trained with {summary['backend']} "
+                                               f"({summary.get('fallback_reason')})")
+                    print(f"{method}: {failed[method, backend]}", file=sys.stderr)
+                    save()
+                    continue
                 steps[method, backend] += summary["step_times_s"][1:]
                 rewards[method, backend] += summary.get("reward_history") or []
                 print(f"{method} {backend} round {round_ + 1}: {summary['step_times_s']}", file=sys.stderr)
+                save()
     table = Table(title=f"Seconds per step, 8 sequences per step, {args.steps} timed steps x {args.rounds} round(s)")
-    for column in ("method", "backend", "prompts / step", "median s / step", "s / prompt", "vs SFT step",
-                   "mean sampled reward"):
+    for column in ("method", "backend", "trainer class", "prompts / step", "median s / step", "s / prompt",
+                   "vs SFT step", "mean sampled reward"):
         table.add_column(column)
     for method, backend in runs:
+        # The first class that is not our own wrapper: TRL's, or the one Unsloth put in its place.
+        trainer = next((c for c in trainers.get((method, backend)) or [] if not c.startswith(("sia.", "__main__."))), "")
+        trainer = ".".join(trainer.replace(".<locals>", "").split(".")[-2:])  # e.g. sft_trainer.SFTTrainer
+        if not steps[method, backend]:
+            table.add_row(method, backend, trainer, "", "failed" if (method, backend) in failed else "no step",
+                          "", "", "")
+            continue
         median = statistics.median(steps[method, backend])
         sft_steps = steps.get(("sft", backend))
         prompts = 8 if method == "sft" else 8 // args.generations
-        table.add_row(method, backend, str(prompts), f"{median:.2f}", f"{median / prompts:.2f}",
+        table.add_row(method, backend, trainer, str(prompts), f"{median:.2f}", f"{median / prompts:.2f}",
                       f"{median / statistics.median(sft_steps):.1f}x" if sft_steps else "",
                       f"{statistics.mean(rewards[method, backend]):.3f}" if rewards[method, backend] else "")
-    Console().print(table)
-    if args.json:
-        args.json.write_text(json.dumps([{"method": m, "backend": b, "step_s": steps[m, b], "rewards": rewards[m, b]}
-                                         for m, b in runs], indent=1))
-    return 0
+    Console(width=140).print(table)
+    save()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -156,6 +156,12 @@ def _make_callback(events: _Events, timings: list[float]):
     return ProgressCallback()
 
 
+def _trainer_classes(trainer) -> list[str]:
+    names = [f"{c.__module__}.{c.__qualname__}" for c in type(trainer).__mro__]
+    last = "transformers.trainer.Trainer"
+    return names[: names.index(last) + 1] if last in names else names[:4]
+
+
 def _reward_summary(book) -> dict:
     """Mean sampled reward per generation step of this process, and how many rewards were scored."""
     return {"reward_history": book.mean_by_step(), "rewards_scored": book.scored, "rewards_reused": book.reused}
@@ -258,6 +264,9 @@ def train(dataset: Path, base: Path, out: Path, config: FinetuneConfig, events: 
         **tokens,  # trained_tokens < tokens: the prompt is masked out of the loss
         "wall_s": round(time.time() - started, 2),
         "resumed_from_step": resumed_step,
+        # The trainer's classes down to transformers' Trainer: whether Unsloth's patched trainer
+        # or TRL's own ran (Unsloth swaps TRL's classes on import, differently on CPU and GPU).
+        "trainer_classes": _trainer_classes(trainer),
         "step_times_s": [round(t, 4) for t in timings],
         "mean_step_s": round(sum(steady) / len(steady), 4) if steady else None,
         "adapter_dir": str(out / "adapter"),

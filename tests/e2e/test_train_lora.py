@@ -61,6 +61,8 @@ def test_train_writes_adapter_that_changes_logits(tmp_path, base_dir):
     assert summary == json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 4 and len(summary["loss_history"]) == 4
     assert summary["backend"] in ("unsloth", "trl") and summary["resumed_from_step"] is None
+    classes = summary["trainer_classes"]  # whose trainer ran: Unsloth swaps TRL's on import
+    assert classes[-1] == "transformers.trainer.Trainer" and "trl.trainer.sft_trainer.SFTTrainer" in classes
     assert summary["examples"] == 16 and summary["precision"] == "fp32"
     assert 0 < summary["trained_tokens"] < summary["tokens"] / 2, "prompt tokens must be masked out"
     steps = [e for e in events if e["event"] == "train_step"]
@@ -133,6 +135,7 @@ def test_unsloth_import_failure_falls_back_to_trl_and_says_so(tmp_path, base_dir
     summary = trainer.train(dataset, base_dir, tmp_path / "run", FinetuneConfig(max_steps=1))
     assert (summary["backend"], summary["backend_requested"]) == ("trl", "unsloth")
     assert "simulated broken unsloth" in summary["fallback_reason"]
+    assert not any("unsloth" in c.lower() for c in summary["trainer_classes"])
 
     with pytest.raises(TrainingFailed, match="simulated broken unsloth"):
         trainer.train(dataset, base_dir, tmp_path / "strict", FinetuneConfig(max_steps=1, allow_fallback=False))
