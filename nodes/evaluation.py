@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from sia.gateway.server import CallScope
 from sia.graph.context import Services
 from sia.graph.state import Candidate
 from sia.records import ItemResult
+from sia.sandbox.boxes import recorded_scratch
 from sia.sandbox.files import UnsafeOutput, read_child_file
 from sia.tasks.base import ItemOutcome, Row, Tags, Task
 
@@ -142,8 +142,7 @@ def run_agent(svc: Services, task: Task, candidate: Candidate, predict: dict[str
     evaluation's shards this is (its logs get a `_shardK` suffix); None: the whole evaluation."""
     run_id, gen = svc.paths.run_id, candidate.generation
     protected = task.fingerprint()
-    scratch = Path(tempfile.mkdtemp(prefix=f"sia-{run_id}-g{gen}-"))
-    try:
+    with recorded_scratch(svc.paths.sandboxes, prefix=f"sia-{run_id}-g{gen}-") as scratch:
         view, work = scratch / "input", scratch / "work"
         work.mkdir()
         # a shard's tags carry its number: tags stay unique across an evaluation's shards (the
@@ -171,8 +170,6 @@ def run_agent(svc: Services, task: Task, candidate: Candidate, predict: dict[str
             _keep_logs(log_dir, stem, result, work / "out", secret=token,
                        outputs=("agent_execution.json", task.submission))
         yield AgentRun(work / "out", tags, result, token)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _check_protected(svc: Services, task: Task, before: dict[str, str], generation: int, purpose: str) -> None:

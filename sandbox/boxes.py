@@ -13,18 +13,21 @@ nor, without the random name, reach it) holding:
 
 The box, its uid lease and its control group are written to `<record_dir>/<box>.json` before the
 sandbox starts, so a run killed with SIGKILL leaves a record that `sweep` (at the start of
-`sia run` and `sia resume`) uses to kill what is left and free what it held.
+`sia run` and `sia resume`) uses to kill what is left and free what it held. The same goes for
+the scratch folder an agent run's view and working folder live in (`recorded_scratch`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -119,11 +122,60 @@ class Box:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
+SCRATCH_RECORD_PREFIX = "scratch-"
+
+
+@contextmanager
+def recorded_scratch(record_dir: Path, prefix: str) -> Iterator[Path]:
+    """A fresh 0700 temporary folder, removed when the block ends. While it exists, a record in
+    `record_dir` names it, locked by this process, so that `sweep` removes the folder if the
+    process is killed before its own cleanup (the lock, not a pid, tells a live owner)."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))  # mkdtemp creates it 0700
+    record_dir.mkdir(parents=True, exist_ok=True)
+    record = record_dir / f"{SCRATCH_RECORD_PREFIX}{scratch.name}.json"
+    fd = os.open(record, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, json.dumps({"path": str(scratch)}).encode())
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        record.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _sweep_scratch(record: Path) -> bool:
+    """Remove the scratch folder `record` names if its owner is gone (its lock is free)."""
+    try:
+        fd = os.open(record, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its process is alive
+        try:
+            path = Path(json.loads(os.read(fd, 4096) or b"{}").get("path") or "")
+        except ValueError:
+            path = Path()
+        # Only a folder of ours in the temporary folder: a record is no licence to delete anything else.
+        if path.parent == Path(tempfile.gettempdir()) and path.name.startswith("sia-"):
+            shutil.rmtree(path, ignore_errors=True)
+        record.unlink(missing_ok=True)
+        log.warning("sandbox: swept leftover scratch folder %s", path)
+        return True
+    finally:
+        os.close(fd)
+
+
 def sweep(record_dir: Path) -> int:
     """Kill and free what sandboxes recorded in `record_dir` left behind (their parent died
-    before cleaning up); boxes whose uid is still leased by a live process are left alone.
-    Returns how many records were swept."""
-    swept = 0
+    before cleaning up), and remove agent runs' scratch folders whose process is gone; boxes
+    whose uid is still leased by a live process are left alone. Returns how many records were
+    swept."""
+    swept = sum(map(_sweep_scratch, sorted(record_dir.glob(f"{SCRATCH_RECORD_PREFIX}*.json")))) \
+        if record_dir.is_dir() else 0
     for path in sorted(record_dir.glob("sia-box-*.json")) if record_dir.is_dir() else []:
         try:
             box = Box.from_record(json.loads(path.read_text()))

@@ -145,6 +145,31 @@ def test_no_sandbox_outlives_a_killed_loop(tmp_path: Path, how: signal.Signals) 
     assert not [p for p in ours if p.is_dir() and (p / "cgroup.procs").read_text().strip()]
 
 
+def test_an_agent_runs_scratch_folder_is_swept_once_its_process_is_killed(tmp_path: Path) -> None:
+    from sia.sandbox.boxes import recorded_scratch, sweep
+
+    records = tmp_path / "records"
+    with recorded_scratch(records, "sia-test-") as live:  # its owner is alive: left alone
+        assert sweep(records) == 0 and live.is_dir()
+    assert not live.exists() and not list(records.glob("*.json"))
+    owner = subprocess.Popen([PY, "-c", "import sys, time\nfrom pathlib import Path\n"
+                              "from sia.sandbox.boxes import recorded_scratch\n"
+                              "with recorded_scratch(Path(sys.argv[1]), 'sia-test-') as s:\n"
+                              "    print(s, flush=True)\n    time.sleep(120)", str(records)],
+                             stdout=subprocess.PIPE, text=True)
+    left = Path(owner.stdout.readline().strip())
+    owner.kill()  # SIGKILL: its own cleanup never runs
+    owner.wait(timeout=20)
+    assert left.is_dir() and len(list(records.glob("scratch-*.json"))) == 1
+    assert sweep(records) == 1
+    assert not left.exists() and not list(records.glob("*.json"))
+    # A record is no licence to delete: a folder outside the temporary folder stays.
+    precious = tmp_path / "sia-precious"
+    precious.mkdir()
+    (records / "scratch-forged.json").write_text(json.dumps({"path": str(precious)}))
+    assert sweep(records) == 1 and precious.is_dir() and not list(records.glob("*.json"))
+
+
 def test_concurrent_sandboxes_never_share_a_uid(tmp_path: Path) -> None:
     # Before: uid = 61000 + pid % 4000 (8 pids per uid here) or a fixed configured uid, and each
     # run began by killing every process of its uid, so one loop killed another's agent.
