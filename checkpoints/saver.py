@@ -160,6 +160,7 @@ def _pool(paths: RunPaths, url: str):
     a server restart or a dropped connection during a long node costs a reconnect, not the run. One
     plain connection first: where the server cannot be reached, its own reason is the message."""
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict
     from psycopg.rows import dict_row
     from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -168,9 +169,10 @@ def _pool(paths: RunPaths, url: str):
         kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
     try:
         psycopg.Connection.connect(url, **kwargs).close()
+        timeout = max(CONNECT_TIMEOUT_S, float(conninfo_to_dict(url).get("connect_timeout") or 0))
         pool = ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=1, open=False,
                               check=ConnectionPool.check_connection, name=f"sia-{paths.run_id}")
-        pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        pool.open(wait=True, timeout=timeout)
     except (psycopg.Error, PoolTimeout) as exc:
         raise _failure(paths, url, exc) from None
     return pool

@@ -40,7 +40,8 @@ def check_isolation(paths: RunPaths, cfg) -> None:
     if before not in ISOLATION_ORDER or ISOLATION_ORDER.index(level) < ISOLATION_ORDER.index(before):
         write_json_atomic(paths.isolation, {"isolation": level})
     if swept := sweep(paths.sandboxes):
-        err_console.print(f"[yellow]swept {swept} sandbox(es) a killed earlier process of this run left behind[/]")
+        err_console.print(f"[yellow]swept {swept} sandbox(es) or scratch folder(s) a killed earlier process of "
+                          f"this run left behind[/]")
 
 
 class Terminated(KeyboardInterrupt):

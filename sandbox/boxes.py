@@ -130,24 +130,36 @@ def recorded_scratch(record_dir: Path, prefix: str) -> Iterator[Path]:
     """A fresh 0700 temporary folder, removed when the block ends. While it exists, a record in
     `record_dir` names it, locked by this process, so that `sweep` removes the folder if the
     process is killed before its own cleanup (the lock, not a pid, tells a live owner)."""
-    scratch = Path(tempfile.mkdtemp(prefix=prefix))  # mkdtemp creates it 0700
     record_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))  # mkdtemp creates it 0700
     record = record_dir / f"{SCRATCH_RECORD_PREFIX}{scratch.name}.json"
-    fd = os.open(record, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    pending = record_dir / f".pending-{scratch.name}"  # a name sweep does not look at
+    fd = None
     try:
+        # Locked and written before it takes the name sweep looks for: sweep never sees a record
+        # that is unlocked or incomplete while its owner lives.
+        fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, json.dumps({"path": str(scratch)}).encode())
+        os.rename(pending, record)
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         record.unlink(missing_ok=True)
-        os.close(fd)
+        pending.unlink(missing_ok=True)
+        if fd is not None:
+            os.close(fd)
+
+
+def _temp_dirs() -> set[Path]:
+    return {Path(tempfile.gettempdir()), Path("/tmp"), Path("/var/tmp")}
 
 
 def _sweep_scratch(record: Path) -> bool:
-    """Remove the scratch folder `record` names if its owner is gone (its lock is free)."""
+    """Remove the scratch folder `record` names, and the record, if its owner is gone (its lock
+    is free); True when both are gone."""
     try:
-        fd = os.open(record, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(record, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return False
     try:
@@ -156,12 +168,19 @@ def _sweep_scratch(record: Path) -> bool:
         except BlockingIOError:
             return False  # its process is alive
         try:
-            path = Path(json.loads(os.read(fd, 4096) or b"{}").get("path") or "")
-        except ValueError:
-            path = Path()
-        # Only a folder of ours in the temporary folder: a record is no licence to delete anything else.
-        if path.parent == Path(tempfile.gettempdir()) and path.name.startswith("sia-"):
-            shutil.rmtree(path, ignore_errors=True)
+            path = Path(json.loads(os.read(fd, 4096))["path"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("sandbox: unreadable scratch record %s; removed", record)
+            record.unlink(missing_ok=True)
+            return False
+        # Only a folder of ours in a temporary folder: a record is no licence to delete anything else.
+        if path.exists() and not (path.name.startswith("sia-") and path.parent in _temp_dirs()):
+            log.warning("sandbox: %s names %s, which is not a scratch folder of ours; left alone", record, path)
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            log.warning("sandbox: could not remove the leftover scratch folder %s", path)
+            return False
         record.unlink(missing_ok=True)
         log.warning("sandbox: swept leftover scratch folder %s", path)
         return True

@@ -163,11 +163,14 @@ def test_an_agent_runs_scratch_folder_is_swept_once_its_process_is_killed(tmp_pa
     assert left.is_dir() and len(list(records.glob("scratch-*.json"))) == 1
     assert sweep(records) == 1
     assert not left.exists() and not list(records.glob("*.json"))
-    # A record is no licence to delete: a folder outside the temporary folder stays.
+    # A record is no licence to delete: a folder outside the temporary folder stays, and so does
+    # its record; a malformed record is dropped without stopping the sweep.
     precious = tmp_path / "sia-precious"
     precious.mkdir()
     (records / "scratch-forged.json").write_text(json.dumps({"path": str(precious)}))
-    assert sweep(records) == 1 and precious.is_dir() and not list(records.glob("*.json"))
+    (records / "scratch-malformed.json").write_text("[]")
+    assert sweep(records) == 0 and precious.is_dir()
+    assert [r.name for r in records.glob("*.json")] == ["scratch-forged.json"]
 
 
 def test_concurrent_sandboxes_never_share_a_uid(tmp_path: Path) -> None:
