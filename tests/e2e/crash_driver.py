@@ -25,6 +25,7 @@ from sia.checkpoints.saver import open_checkpointer
 from sia.graph.context import RunContext
 from sia.graph.graph import build_graph
 from sia.graph.state import SIAInput
+from sia.sandbox.boxes import sweep
 from sia.sandbox.runner import SubprocessSandbox
 from tests.fakes import fake_config, fake_services, scripted_llm
 
@@ -60,6 +61,7 @@ def main() -> None:
         def run(self, argv, workdir, env, limits, readable=(), forward_ports=()):
             name = Path(workdir).parent.name
             note(f"sandbox {name.split('-')[-2]}")
+            note(f"scratch {Path(workdir).parent}")
             if args.pause_at == "task" and "-g2-" in name and purpose_initial(Path(readable[0])) == "t":
                 pause()
             return super().run(argv, workdir, env, limits, readable, forward_ports)
@@ -87,6 +89,8 @@ def main() -> None:
     thread = {"configurable": {"thread_id": args.run_id}}
     inputs = None if args.resume else SIAInput(run_id=args.run_id, task=args.task, max_generations=3, policy="alternate")
     note(f"start resume={args.resume}")
+    if args.resume:  # as `sia resume` does first (cli/isolation.check_isolation)
+        note(f"swept {sweep(RunPaths(config.runs_dir, args.run_id).sandboxes)}")
     with open_checkpointer(RunPaths(config.runs_dir, args.run_id), args.checkpointer) as saver:
         final = build_graph(saver).invoke(inputs, thread, context=RunContext(config=config, services=svc))
     (args.runs / f"{args.run_id}.final.json").write_text(

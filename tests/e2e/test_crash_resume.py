@@ -79,6 +79,9 @@ def test_kill_inside_node_then_resume(tmp_path, reference, where):
     assert sum(e == "sandbox g1" for e in before) == 2  # selection, then feedback + test
     if where == "task":  # the scaffold was accepted before the kill: no new proposal
         assert not any(e == "llm feedback EditChoice" for e in after)
+        # The agent run the kill interrupted left its scratch folder; the resume swept it.
+        killed = Path([e for e in before if e.startswith("scratch ")][-1].split(" ", 1)[1])
+        assert "swept 1" in after and not killed.exists()
 
 
 def test_kill_during_training_then_resume(tmp_path, reference):
