@@ -96,16 +96,14 @@ def main() -> int:
                 try:
                     summary = SubprocessTrainer(timeout_s=args.timeout).train(
                         sft if method == "sft" else reward_rows, args.base, out, config)
+                    trainers[method, backend] = summary.get("trainer_classes")
+                    why = None if summary["backend"] == backend else (  # e.g. Unsloth's GRPO path on a CPU
+                        f"asked for {backend}, trained with {summary['backend']} ({summary.get('fallback_reason')})")
                 except TrainingFailed as error:
-                    failed[method, backend] = str(error)[-1500:]
-                    print(f"{method} {backend} round {round_ + 1} FAILED: {failed[method, backend]}", file=sys.stderr)
-                    save()
-                    continue
-                trainers[method, backend] = summary.get("trainer_classes")
-                if summary["backend"] != backend:  # e.g. Unsloth's GRPO path on a CPU
-                    failed[method, backend] = (f"asked for {backend}, trained with {summary['backend']} "
-                                               f"({summary.get('fallback_reason')})")
-                    print(f"{method}: {failed[method, backend]}", file=sys.stderr)
+                    why = str(error)[-1500:]
+                if why:
+                    failed[method, backend] = why
+                    print(f"{method} {backend} round {round_ + 1} FAILED: {why}", file=sys.stderr)
                     save()
                     continue
                 steps[method, backend] += summary["step_times_s"][1:]

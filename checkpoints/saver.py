@@ -165,11 +165,12 @@ def _pool(paths: RunPaths, url: str):
     from psycopg_pool import ConnectionPool, PoolTimeout
 
     kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
-    if "connect_timeout" not in url:
-        kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
     try:
+        given = conninfo_to_dict(url).get("connect_timeout")  # the URL's own wins
+        if not given:
+            kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
         psycopg.Connection.connect(url, **kwargs).close()
-        timeout = max(CONNECT_TIMEOUT_S, float(conninfo_to_dict(url).get("connect_timeout") or 0))
+        timeout = max(CONNECT_TIMEOUT_S, float(given or 0))
         pool = ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=1, open=False,
                               check=ConnectionPool.check_connection, name=f"sia-{paths.run_id}")
         pool.open(wait=True, timeout=timeout)

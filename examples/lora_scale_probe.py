@@ -13,19 +13,18 @@ is not limited by the loop's time. Dev (the last `--dev` pool items, the same as
 did not see the row: the rest of the pool is split in two halves and each half is scored by the
 reference agent's classifier (`fit_classifier`) fitted on the other. The rows are the `--rows`
 least sure cases whose gold label is in their shortlist, the cases the scaffold sends to the
-model. Training is `python -m sia.finetune.train_lora` with the default `FinetuneConfig` except
-the epochs: the loop's own trainer and hyper-parameters.
+model. Training is the loop's own `SubprocessTrainer` (`finetune.train_lora`) with the default
+`FinetuneConfig` except the epochs.
 """
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from sia.config import FinetuneConfig
+from sia.finetune.trainer import SubprocessTrainer
 from sia.gateway.model_store import safetensors_dir
 from sia.tasks.classification import load_reference_agent
 from sia.tasks.registry import resolve_task
@@ -71,14 +70,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     dataset = out / "rows.jsonl"
     dataset.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    config = out / "finetune.json"
-    config.write_text(FinetuneConfig(epochs=args.epochs).model_dump_json(indent=1))
     print(f"{len(rows)} rows (of {len(candidates)} cross-fitted cases with gold in the top {args.shortlist}) "
           f"-> {dataset}; training {args.epochs} epoch(s)", flush=True)
-    subprocess.run([sys.executable, "-m", "sia.finetune.train_lora", "--dataset", str(dataset),
-                    "--base", str(safetensors_dir()), "--out", str(out), "--config", str(config)],
-                   stderr=open(out / "train.log", "w"), check=True)
-    summary = json.loads((out / "train_summary.json").read_text())
+    summary = SubprocessTrainer().train(dataset, safetensors_dir(), out, FinetuneConfig(epochs=args.epochs))
     print(f"adapter {out / 'adapter'}: {summary['steps']} steps, loss {summary['loss_history'][:1]} -> "
           f"{summary['train_loss']}, {summary['wall_s']} s")
 

@@ -31,7 +31,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sia.files import write_json_atomic
+from sia.files import private_scratch, write_json_atomic
 from sia.sandbox.cgroups import CgroupBox
 from sia.sandbox.uids import kill_uid, uid_is_leased
 
@@ -131,24 +131,24 @@ def recorded_scratch(record_dir: Path, prefix: str) -> Iterator[Path]:
     `record_dir` names it, locked by this process, so that `sweep` removes the folder if the
     process is killed before its own cleanup (the lock, not a pid, tells a live owner)."""
     record_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=prefix))  # mkdtemp creates it 0700
-    record = record_dir / f"{SCRATCH_RECORD_PREFIX}{scratch.name}.json"
-    pending = record_dir / f".pending-{scratch.name}"  # a name sweep does not look at
-    fd = None
-    try:
-        # Locked and written before it takes the name sweep looks for: sweep never sees a record
-        # that is unlocked or incomplete while its owner lives.
-        fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, json.dumps({"path": str(scratch)}).encode())
-        os.rename(pending, record)
-        yield scratch
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        record.unlink(missing_ok=True)
-        pending.unlink(missing_ok=True)
-        if fd is not None:
-            os.close(fd)
+    with private_scratch(prefix) as scratch:
+        record = record_dir / f"{SCRATCH_RECORD_PREFIX}{scratch.name}.json"
+        pending = record_dir / f".pending-{scratch.name}"  # a name sweep does not look at
+        fd = None
+        try:
+            # Locked and written before it takes the name sweep looks for: sweep never sees a record
+            # that is unlocked or incomplete while its owner lives.
+            fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, json.dumps({"path": str(scratch)}).encode())
+            os.rename(pending, record)
+            yield scratch
+        finally:  # the folder before its record: a kill in between leaves the record for sweep
+            shutil.rmtree(scratch, ignore_errors=True)
+            record.unlink(missing_ok=True)
+            pending.unlink(missing_ok=True)
+            if fd is not None:
+                os.close(fd)
 
 
 def _temp_dirs() -> set[Path]:
@@ -193,9 +193,10 @@ def sweep(record_dir: Path) -> int:
     before cleaning up), and remove agent runs' scratch folders whose process is gone; boxes
     whose uid is still leased by a live process are left alone. Returns how many records were
     swept."""
-    swept = sum(map(_sweep_scratch, sorted(record_dir.glob(f"{SCRATCH_RECORD_PREFIX}*.json")))) \
-        if record_dir.is_dir() else 0
-    for path in sorted(record_dir.glob("sia-box-*.json")) if record_dir.is_dir() else []:
+    if not record_dir.is_dir():
+        return 0
+    swept = sum(map(_sweep_scratch, sorted(record_dir.glob(f"{SCRATCH_RECORD_PREFIX}*.json"))))
+    for path in sorted(record_dir.glob("sia-box-*.json")):
         try:
             box = Box.from_record(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
